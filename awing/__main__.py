@@ -1,0 +1,5 @@
+import sys
+
+from awing.cli import main
+
+sys.exit(main())
