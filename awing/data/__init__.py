@@ -54,3 +54,20 @@ __all__ = [
     "write_pts",
     "yaw_bin",
 ]
+
+# Training samples: augmentation, targets and the torch Dataset (albumentations is imported lazily, on first use).
+from awing.data.augment import FaceAugmenter, GeometricParams, WarpedFace, sample_rng, warp_face  # noqa: E402
+from awing.data.targets import make_targets, point_weights  # noqa: E402
+from awing.data.training import LandmarkTrainingSet, seed_worker  # noqa: E402
+
+__all__ += [
+    "FaceAugmenter",
+    "GeometricParams",
+    "LandmarkTrainingSet",
+    "WarpedFace",
+    "make_targets",
+    "point_weights",
+    "sample_rng",
+    "seed_worker",
+    "warp_face",
+]

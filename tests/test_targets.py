@@ -1,0 +1,278 @@
+"""Tests of awing.data.targets (heatmaps, boundary, point weights) and awing.data.training (the torch Dataset)."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import traceback
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, default_collate
+
+from awing.boundary import boundary_heatmap
+from awing.codecs import HeatmapCodec
+from awing.config import AugmentConfig, DataConfig
+from awing.data import CocoKeypointsDataset, DataError, LandmarkDataset, LandmarkRecord
+from awing.data.augment import GeometricParams, warp_face
+from awing.data.sample import make_record
+from awing.data.targets import make_targets, point_weights
+from awing.data.training import LandmarkTrainingSet, seed_worker
+from awing.geometry import box_to_crop_matrix, transform_points, warp_image
+from awing.landmarks import get_scheme
+
+WFLW_JSON = Path(__file__).parent / "data" / "mmpose" / "wflw" / "test_wflw.json"
+PHOTOMETRIC = ("colour_prob", "occlusion_prob", "blur_prob", "noise_prob", "jpeg_prob")
+
+
+def wflw_face():
+    """The one WFLW face (98 points) of the mmpose fixture whose image is present."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the fixture's other image is missing on purpose
+        return CocoKeypointsDataset(WFLW_JSON, skip_invalid=True)[0]
+
+
+class TestMakeTargets:
+    codec = HeatmapCodec(256, 64, sigma=1.5)
+
+    def test_weights_hard_coded(self):
+        # x_hm = (x_crop + 0.5) / 4 - 0.5 must lie in [-0.5, 63.5): x_crop in [-0.5, 255.5)
+        points = np.array(
+            [[100, 100], [-0.6, 100], [-0.4, 100], [255.4, 100], [255.6, 100], [100, 300], [100, 100], [np.nan, 5]],
+            dtype=np.float32,
+        )
+        visible = np.array([1, 1, 1, 1, 1, 1, 0, 1], bool)
+        weight = point_weights(self.codec.to_heatmap(points), visible, (64, 64))
+        assert weight.dtype == np.float32
+        assert weight.tolist() == [1, 0, 1, 1, 0, 0, 0, 0]
+
+    def test_channels_are_the_codec_and_boundary(self):
+        face = wflw_face()
+        scheme = get_scheme(98)
+        warped = warp_face(face.image, face.landmarks_img, face.visible, face.box, scheme, 256)
+        points, visible = warped.landmarks_crop.copy(), warped.visible.copy()
+        visible[[3, 60]] = False
+        points[70] = (-30.0, 40.0)  # outside the crop
+        heatmaps, weight = make_targets(points, visible, self.codec, scheme)
+        assert heatmaps.shape == (99, 64, 64) and heatmaps.dtype == np.float32
+        assert weight.shape == (98,) and weight.dtype == np.float32
+        assert np.flatnonzero(weight == 0).tolist() == [3, 60, 70]
+        points_hm = self.codec.to_heatmap(points)
+        assert np.array_equal(heatmaps[:98], self.codec.encode(points_hm, visible=weight > 0))
+        assert np.array_equal(heatmaps[98], boundary_heatmap(points_hm, scheme, 64, sigma=1.0, visible=visible))
+        assert not heatmaps[[3, 60, 70]].any()
+        assert np.all(heatmaps[:98][weight > 0].max(axis=(1, 2)) > 0.8)
+        plain, plain_weight = make_targets(points, visible, self.codec, scheme, with_boundary=False)
+        assert np.array_equal(plain, heatmaps[:98]) and np.array_equal(plain_weight, weight)
+
+    @pytest.mark.parametrize("mode", ["subpixel", "awing_official"])
+    def test_flip_consistency(self, mode):
+        """Targets of a flipped face == the unflipped targets mirrored on the grid, channels permuted."""
+        face, scheme = wflw_face(), get_scheme(98)
+        codec = HeatmapCodec(256, 64, mode=mode)
+        order = list(scheme.flip_index)
+        for params in (GeometricParams(1.1, 20.0, (5.0, -3.0)), GeometricParams(0.9, -35.0, (-30.0, 7.0))):
+            flipped = dataclasses.replace(params, flip=True)
+            a = warp_face(face.image, face.landmarks_img, face.visible, face.box, scheme, 256, params=params)
+            b = warp_face(face.image, face.landmarks_img, face.visible, face.box, scheme, 256, params=flipped)
+            heat_a, weight_a = make_targets(a.landmarks_crop, a.visible, codec, scheme)
+            heat_b, weight_b = make_targets(b.landmarks_crop, b.visible, codec, scheme)
+            assert np.abs(heat_b - heat_a[[*order, 98]][:, :, ::-1]).max() < 1e-5
+            assert np.array_equal(weight_b, weight_a[order])
+            assert heat_a[98].max() == 1.0  # the boundary channel is drawn
+
+    def test_errors(self):
+        points, visible = np.zeros((21, 2), np.float32), np.ones(21, bool)
+        with pytest.raises(ValueError, match=r"landmarks_crop must have shape \(21, 2\) for scheme 21"):
+            make_targets(points[:3], visible, self.codec, "aflw")
+        with pytest.raises(ValueError, match=r"visible must have shape \(21,\)"):
+            make_targets(points, visible[:3], self.codec, "aflw")
+        with pytest.raises(TypeError, match="codec must be an awing.codecs.HeatmapCodec"):
+            make_targets(points, visible, "subpixel", "aflw")
+
+
+# --- the torch Dataset -------------------------------------------------------------------------------------------
+
+SIZE, HEATMAP = 64, 16
+BOX = [12.0, 10.0, 68.0, 76.0]
+
+
+def write_dataset(tmp_path, count: int = 6, corrupt: int | None = None) -> LandmarkDataset:
+    """``count`` faces (21 points, point 5 invisible) on PNG images; image ``corrupt`` is a broken file."""
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(count):
+        path = tmp_path / f"face_{i}.png"
+        if i == corrupt:
+            path.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+        else:
+            small = rng.integers(0, 256, (9, 8, 3), dtype=np.uint8)
+            cv2.imwrite(str(path), cv2.resize(small, (80, 90), interpolation=cv2.INTER_LINEAR))
+        points = rng.uniform(20, 60, (21, 2))
+        visible = np.ones(21, bool)
+        points[5], visible[5] = (0.0, 0.0), False
+        records.append(
+            make_record(
+                points, num_points=21, image_path=path, file=tmp_path / "list.txt", line=i + 1, visible=visible, box=BOX
+            )
+        )
+    return LandmarkDataset(records, "21")
+
+
+def training_set(dataset, augment=None, **kwargs) -> LandmarkTrainingSet:
+    return LandmarkTrainingSet(dataset, input_size=SIZE, heatmap_size=HEATMAP, sigma=1.0, augment=augment, **kwargs)
+
+
+def assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(torch.as_tensor(a[key]), torch.as_tensor(b[key])), key
+
+
+class TestLandmarkTrainingSet:
+    def test_item_layout(self, tmp_path):
+        item = training_set(write_dataset(tmp_path), augment=AugmentConfig())[2]
+        expected = {
+            "image": ((3, SIZE, SIZE), torch.float32),
+            "heatmaps": ((22, HEATMAP, HEATMAP), torch.float32),
+            "point_weight": ((21,), torch.float32),
+            "landmarks_crop": ((21, 2), torch.float32),
+            "visible": ((21,), torch.bool),
+            "matrix": ((2, 3), torch.float64),
+        }
+        for key, (shape, dtype) in expected.items():
+            assert (tuple(item[key].shape), item[key].dtype) == (shape, dtype), key
+        assert item["index"] == 2
+        assert 0.0 <= item["image"].min() and item["image"].max() <= 1.0
+        batch = default_collate([item, item])
+        assert batch["image"].shape == (2, 3, SIZE, SIZE) and batch["image"].is_contiguous()
+        assert batch["index"].tolist() == [2, 2]
+
+    def test_evaluation_is_the_crop(self, tmp_path):
+        dataset = write_dataset(tmp_path)
+        item = training_set(dataset, crop_scale=1.4)[1]
+        sample = dataset[1]
+        matrix = box_to_crop_matrix(BOX, SIZE, scale=1.4)
+        assert np.array_equal(item["matrix"].numpy(), matrix)
+        crop = warp_image(sample.image, matrix, SIZE)  # RGB: channel 0 of the tensor is red
+        assert torch.equal(item["image"], torch.from_numpy(crop).permute(2, 0, 1).float() / 255)
+        assert np.allclose(item["landmarks_crop"].numpy(), transform_points(matrix, sample.landmarks_img), atol=1e-4)
+
+    def test_invisible_points_are_kept(self, tmp_path):
+        dataset = write_dataset(tmp_path)
+        item = training_set(dataset)[0]
+        placeholder = transform_points(item["matrix"].numpy(), np.zeros((1, 2), np.float32))[0]
+        assert np.allclose(item["landmarks_crop"][5].numpy(), placeholder, atol=1e-4)
+        assert item["point_weight"][5] == 0 and not item["visible"][5] and not item["heatmaps"][5].any()
+        assert item["point_weight"].sum() == 20
+
+    def test_targets_match_the_points(self, tmp_path):
+        item = training_set(write_dataset(tmp_path), augment=AugmentConfig(), seed=3)[4]
+        codec = HeatmapCodec(SIZE, HEATMAP, sigma=1.0)
+        decoded, _ = codec.decode(item["heatmaps"][:21].numpy())
+        expected = codec.to_heatmap(item["landmarks_crop"].numpy())
+        inner = (item["point_weight"].numpy() > 0) & ((expected >= 1) & (expected <= HEATMAP - 2)).all(axis=1)
+        assert inner.sum() >= 10 and np.abs(decoded[inner] - expected[inner]).max() < 0.01
+
+    def test_deterministic_per_seed_epoch_index(self, tmp_path):
+        train = training_set(write_dataset(tmp_path), augment=dict.fromkeys(PHOTOMETRIC, 1.0), seed=7)
+        first = train[3]
+        assert_same(first, train[3])
+        assert not torch.equal(first["image"], train[4]["image"])
+        train.set_epoch(1)
+        assert train.epoch == 1
+        assert not torch.equal(first["image"], train[3]["image"])
+        assert not torch.equal(first["matrix"], train[3]["matrix"])
+        train.set_epoch(0)
+        assert_same(first, train[3])
+        other = training_set(train.dataset, augment=dict.fromkeys(PHOTOMETRIC, 1.0), seed=8)
+        assert not torch.equal(first["matrix"], other[3]["matrix"])
+
+    def test_dataloader_workers_match_in_process(self, tmp_path):
+        train = training_set(write_dataset(tmp_path), augment=AugmentConfig(), seed=1)
+        loader = DataLoader(train, batch_size=3, num_workers=2, worker_init_fn=seed_worker, persistent_workers=True)
+        epochs = []
+        for epoch in (0, 1):
+            train.set_epoch(epoch)  # reaches the persistent workers through shared memory
+            batches = list(loader)
+            expected = [default_collate([train[i] for i in range(j, j + 3)]) for j in (0, 3)]
+            for got, want in zip(batches, expected, strict=True):
+                assert_same(got, want)
+            epochs.append(batches)
+        assert not torch.equal(epochs[0][0]["image"], epochs[1][0]["image"])
+
+    def test_worker_seeds_differ(self):
+        class Draws(torch.utils.data.Dataset):
+            def __len__(self):
+                return 2
+
+            def __getitem__(self, index):
+                info = torch.utils.data.get_worker_info()
+                noise = np.zeros(4, np.float64)
+                cv2.randu(noise, 0.0, 1.0)
+                return info.id, torch.initial_seed(), np.random.random(), random.random(), noise  # noqa: NPY002
+
+        loader = DataLoader(Draws(), batch_size=None, num_workers=2, worker_init_fn=seed_worker)
+        (id_a, *draws_a), (id_b, *draws_b) = list(loader)
+        assert {id_a, id_b} == {0, 1}
+        for a, b in zip(draws_a, draws_b, strict=True):
+            assert not np.array_equal(np.asarray(a), np.asarray(b))
+
+    def test_corrupt_image_names_the_file(self, tmp_path):
+        train = training_set(write_dataset(tmp_path, corrupt=4), augment=AugmentConfig())
+        with pytest.raises(DataError, match=r"face_4\.png.*(annotation: .*list\.txt:5)"):
+            train[4]
+        loader = DataLoader(train, batch_size=2, num_workers=2)
+        with pytest.raises(DataError, match=r"face_4\.png") as error:
+            list(loader)
+        # Free the loader's iterator now: left to the cyclic GC, its workers take 5 s each to notice the shutdown.
+        traceback.clear_frames(error.tb)
+
+    def test_bad_box_names_the_file(self, tmp_path):
+        dataset = write_dataset(tmp_path, count=1)
+        record = dataset.records[0]
+        dataset.records[0] = LandmarkRecord(record.image_path, record.landmarks_img, record.visible, np.zeros(4))
+        with pytest.raises(DataError, match=r"face_0\.png: cannot build training sample 0: box must satisfy"):
+            training_set(dataset)[0]
+
+    def test_from_config(self, tmp_path):
+        dataset = write_dataset(tmp_path)
+        cfg = DataConfig(scheme="aflw", input_size=SIZE, heatmap_size=HEATMAP, codec="awing_official", boundary=False)
+        train = LandmarkTrainingSet.from_config(dataset, cfg, train=True, seed=5)
+        assert train.augmenter.config == cfg.augment and train.seed == 5 and train.codec.mode == "awing_official"
+        assert train[0]["heatmaps"].shape == (21, HEATMAP, HEATMAP)
+        assert LandmarkTrainingSet.from_config(dataset, cfg, train=False).augmenter is None
+
+    def test_errors(self, tmp_path):
+        dataset = write_dataset(tmp_path, count=1)
+        with pytest.raises(ValueError, match="scheme 98 has 98 points but the dataset's scheme 21 has 21"):
+            LandmarkTrainingSet(dataset, scheme="wflw")
+        with pytest.raises(ValueError, match="input_size 64 must be a multiple of heatmap_size 24"):
+            LandmarkTrainingSet(dataset, input_size=64, heatmap_size=24)
+        with pytest.raises(ValueError, match="has no 'scheme' attribute"):
+            LandmarkTrainingSet([dataset[0]])
+        with pytest.raises(TypeError, match="augment must be an AugmentConfig"):
+            training_set(dataset, augment="strong")
+        with pytest.raises(ValueError, match="crop_scale must be a positive finite number, got 0"):
+            training_set(dataset, crop_scale=0)
+        with pytest.raises(ValueError, match="mode must be one of"):
+            training_set(dataset, codec_mode="gaussian")
+        with pytest.raises(ValueError, match="epoch must be a non-negative int"):
+            training_set(dataset).set_epoch(-1)
+
+    def test_real_aflw(self, shared_data):
+        from awing.data import AFLWDataset
+
+        train = LandmarkTrainingSet(AFLWDataset(shared_data / "aflw-21", split="val"), augment=AugmentConfig())
+        for index in (0, 1, 2):
+            item = train[index]
+            decoded, _ = train.codec.decode(item["heatmaps"][:21].numpy())
+            expected = train.codec.to_heatmap(item["landmarks_crop"].numpy())
+            # DARK's modulation biases points near the edge; 3 px inside, the round trip is within 0.05 px
+            inner = (item["point_weight"].numpy() > 0) & ((expected >= 3) & (expected <= 60)).all(axis=1)
+            assert inner.sum() >= 5 and np.abs(decoded[inner] - expected[inner]).max() < 0.05
+            assert item["heatmaps"][21].max() == 1.0
