@@ -1,4 +1,5 @@
-"""Heatmap losses: Adaptive Wing with its weighted loss map (methods.md §1, §2) and baselines for ablations."""
+"""Losses: Adaptive Wing with its weighted loss map (methods.md §1, §2), baselines for ablations, and the detector's
+focal loss, ALWA loss-weight adjustment and noisy-anchor soft labels (methods.md §7-§9)."""
 
 from __future__ import annotations
 

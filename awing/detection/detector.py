@@ -1,0 +1,245 @@
+"""``FaceDetector``: images of any size -> face boxes, scores and 5 points in original-image pixels.
+
+Pipeline per image (batched): resize so that the longer side equals ``input_max_side`` (``cv2.resize``, bilinear;
+pixel centres map to pixel centres: ``x_in = (x + 0.5) k - 0.5`` with ``k = new_width / width``, the same for
+``y``), pad bottom and right to a multiple of 32 with black (0, what the convolutions' own zero padding sees), run
+the network once on the batch, then per image: sigmoid scores, score threshold, the ``pre_nms_top_k`` best, decode
+boxes and points, NMS (all images in one call), the ``max_detections`` best, and the inverse resize. Boxes are not
+clipped to the image.
+
+No face gives empty arrays of the right shapes, never ``None`` or an exception.
+
+Weights are ``.safetensors`` files (:func:`save_detector`) whose metadata hold the network config and the default
+inference thresholds, so :meth:`FaceDetector.from_weights` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from awing import __version__
+from awing.detection.anchors import decode_boxes, decode_landmarks, generate_anchors
+from awing.detection.config import DetectorModelConfig, InferenceConfig
+from awing.detection.network import FaceDetectorNet, fuse_batchnorm
+from awing.detection.nms import batched_nms
+from awing.models.weights import load_state_dict_strict
+
+__all__ = ["DETECTOR_FORMAT", "PAD_VALUE", "FaceDetector", "load_detector", "save_detector"]
+
+DETECTOR_FORMAT = "awing.detector.v1"
+PAD_VALUE = 0
+"""Padding value (black): the network's input is not normalised, so this equals its convolutions' zero padding."""
+SIZE_DIVISOR = 32
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _check_image(image: np.ndarray, index: int | None = None) -> None:
+    where = "image" if index is None else f"images[{index}]"
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        shape = getattr(image, "shape", None)
+        dtype = getattr(image, "dtype", type(image).__name__)
+        raise TypeError(f"{where} must be an RGB uint8 H x W x 3 numpy array, got {dtype} with shape {shape}")
+    if min(image.shape[:2]) < 1:
+        raise ValueError(f"{where} is empty: shape {image.shape}")
+
+
+class FaceDetector:
+    """Face detector for RGB uint8 images of any size.
+
+    Args:
+        model: a :class:`~awing.detection.network.FaceDetectorNet` (copied, put in eval mode, BatchNorm fused,
+            moved to ``device``; the caller's model is untouched).
+        input_max_side: the longer image side is resized to this.
+        score_threshold: minimum face probability.
+        nms_iou: IoU above which a lower-scoring box is suppressed.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when present).
+        pre_nms_top_k: best boxes per image entering NMS.
+        max_detections: boxes kept per image after NMS.
+
+    >>> detector = FaceDetector(FaceDetectorNet())
+    >>> result = detector.detect(np.zeros((48, 64, 3), np.uint8))
+    >>> result["boxes"].shape, result["scores"].shape, result["landmarks"].shape
+    ((0, 4), (0,), (0, 5, 2))
+    """
+
+    def __init__(
+        self,
+        model: FaceDetectorNet,
+        input_max_side: int = 640,
+        score_threshold: float = 0.5,
+        nms_iou: float = 0.4,
+        device: str | torch.device = "cpu",
+        pre_nms_top_k: int = 2000,
+        max_detections: int = 750,
+    ) -> None:
+        if not isinstance(model, FaceDetectorNet):
+            raise TypeError(f"model must be a FaceDetectorNet, got {type(model).__name__}")
+        self.settings = InferenceConfig(
+            input_max_side=input_max_side,
+            score_threshold=score_threshold,
+            nms_iou=nms_iou,
+            pre_nms_top_k=pre_nms_top_k,
+            max_detections=max_detections,
+        )
+        self.device = _resolve_device(device)
+        self.config: DetectorModelConfig = model.config
+        network = fuse_batchnorm(copy.deepcopy(model).eval())
+        self.model = network.to(self.device, memory_format=torch.channels_last)
+        self._anchors: dict[tuple[int, int], Tensor] = {}
+
+    @classmethod
+    def from_weights(cls, path: str | Path, **kwargs) -> FaceDetector:
+        """Build from a ``.safetensors`` file of :func:`save_detector`; ``kwargs`` override the stored thresholds."""
+        model, settings = load_detector(path)
+        return cls(model, **{**asdict(settings), **kwargs})
+
+    def _anchors_for(self, height: int, width: int) -> Tensor:
+        key = (height, width)
+        if key not in self._anchors:
+            sizes = FaceDetectorNet.feature_sizes(height, width, self.config.strides)
+            self._anchors[key] = generate_anchors(sizes, self.config.strides, self.config.anchor_sizes, self.device)
+        return self._anchors[key]
+
+    def _prepare(self, images: Sequence[np.ndarray]) -> tuple[Tensor, np.ndarray]:
+        """Resized, padded ``B x 3 x H x W`` float batch (channels-last) and the per-image ``(kx, ky)`` scales."""
+        side = self.settings.input_max_side
+        resized, scales = [], []
+        for image in images:
+            h, w = image.shape[:2]
+            k = side / max(h, w)
+            new_w, new_h = max(1, round(w * k)), max(1, round(h * k))
+            if (new_w, new_h) != (w, h):
+                image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+            resized.append(image)
+            scales.append((new_w / w, new_h / h))
+        height = max(r.shape[0] for r in resized)
+        width = max(r.shape[1] for r in resized)
+        height, width = (SIZE_DIVISOR * math.ceil(v / SIZE_DIVISOR) for v in (height, width))
+        batch = np.full((len(resized), height, width, 3), PAD_VALUE, dtype=np.uint8)
+        for i, r in enumerate(resized):
+            batch[i, : r.shape[0], : r.shape[1]] = r
+        tensor = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float()
+        return tensor.contiguous(memory_format=torch.channels_last), np.asarray(scales, dtype=np.float64)
+
+    def detect(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """Faces in one RGB uint8 ``H x W x 3`` image.
+
+        Returns:
+            ``boxes`` ``(N, 4)`` float32 xyxy, ``scores`` ``(N,)`` float32, ``landmarks`` ``(N, 5, 2)`` float32
+            (eye centres, nose tip, mouth corners as in ``get_scheme("5")``), all in original-image pixels, by
+            decreasing score; ``N = 0`` when there is no face.
+        """
+        _check_image(image)
+        return self.detect_batch([image])[0]
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """:meth:`detect` for a list of images of any sizes, in one network call."""
+        if isinstance(images, np.ndarray) and images.ndim == 3:
+            raise TypeError("detect_batch expects a list of images; use detect() for a single image")
+        images = list(images)
+        for i, image in enumerate(images):
+            _check_image(image, i)
+        if len(images) == 0:
+            return []
+        batch, scales = self._prepare(images)
+        with torch.inference_mode():
+            logits, box_deltas, landmark_deltas = self.model(batch)
+            return self._postprocess(logits, box_deltas, landmark_deltas, batch.shape[-2:], scales)
+
+    def _postprocess(
+        self, logits: Tensor, box_deltas: Tensor, landmark_deltas: Tensor, size: torch.Size, scales: np.ndarray
+    ) -> list[dict[str, np.ndarray]]:
+        settings = self.settings
+        anchors = self._anchors_for(int(size[0]), int(size[1]))
+        scores = torch.sigmoid(logits)
+        # the best min(pre_nms_top_k, most boxes above the threshold in one image) per image: usually a few
+        count = int((scores > settings.score_threshold).sum(dim=1).max()) if scores.numel() else 0
+        top = scores.topk(min(settings.pre_nms_top_k, count), dim=1)
+        image_idx, rank = torch.nonzero(top.values > settings.score_threshold, as_tuple=True)
+        anchor_idx = top.indices[image_idx, rank]
+        kept_scores = top.values[image_idx, rank]
+        variances = self.config.variances
+        boxes = decode_boxes(box_deltas[image_idx, anchor_idx], anchors[anchor_idx], variances)
+        points = decode_landmarks(landmark_deltas[image_idx, anchor_idx], anchors[anchor_idx], variances)
+        keep = batched_nms(boxes, kept_scores, image_idx, settings.nms_iou)
+        # back to original pixels: x = (x_in + 0.5) / k - 0.5 per image and axis
+        inv = torch.as_tensor(1.0 / scales, dtype=boxes.dtype, device=boxes.device)[image_idx[keep]]  # (K, 2)
+        boxes = (boxes[keep].view(-1, 2, 2) + 0.5) * inv[:, None] - 0.5
+        points = (points[keep] + 0.5) * inv[:, None] - 0.5
+        image_idx, kept_scores = image_idx[keep].cpu().numpy(), kept_scores[keep]
+        boxes, points, kept_scores = (t.float().cpu().numpy() for t in (boxes.reshape(-1, 4), points, kept_scores))
+        results = []
+        for i in range(len(scales)):
+            mine = np.flatnonzero(image_idx == i)[: settings.max_detections]  # keep is in decreasing score order
+            results.append({"boxes": boxes[mine], "scores": kept_scores[mine], "landmarks": points[mine]})
+        return results
+
+    def __repr__(self) -> str:
+        return f"FaceDetector({self.settings}, device={self.device})"
+
+
+def save_detector(model: FaceDetectorNet, path: str | Path, inference: InferenceConfig | None = None) -> Path:
+    """Write ``model``'s weights to a ``.safetensors`` file with its config and default thresholds as metadata.
+
+    Metadata (str -> str): ``format`` (:data:`DETECTOR_FORMAT`), ``model_config`` (JSON of
+    :meth:`DetectorModelConfig.to_dict`), ``inference`` (JSON of :class:`InferenceConfig`), ``awing_version``.
+    """
+    from safetensors.torch import save_file
+
+    if not isinstance(model, FaceDetectorNet):
+        raise TypeError(f"save_detector expects a FaceDetectorNet, got {type(model).__name__}")
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"detector weights are saved as .safetensors, got {path.name!r}")
+    metadata = {
+        "format": DETECTOR_FORMAT,
+        "model_config": json.dumps(model.config.to_dict()),
+        "inference": json.dumps(asdict(inference or InferenceConfig())),
+        "awing_version": __version__,
+    }
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=metadata)
+    return path
+
+
+def load_detector(path: str | Path) -> tuple[FaceDetectorNet, InferenceConfig]:
+    """Read a file of :func:`save_detector` -> (network in eval mode, stored inference settings)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"detector weights not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path} is not a readable .safetensors file: {err}") from err
+    if metadata.get("format") != DETECTOR_FORMAT or "model_config" not in metadata:
+        raise ValueError(
+            f"{path} is not an awing detector file (expected metadata format {DETECTOR_FORMAT!r} and a model_config; "
+            f"got keys {sorted(metadata)}); write it with awing.detection.save_detector"
+        )
+    stored = json.loads(metadata["model_config"])
+    config = DetectorModelConfig(**{**stored, "variances": tuple(stored["variances"])})
+    model = FaceDetectorNet(config)
+    load_state_dict_strict(model, tensors)
+    settings = InferenceConfig(**json.loads(metadata.get("inference", "{}")))
+    return model.eval(), settings
