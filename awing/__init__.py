@@ -3,3 +3,17 @@
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from awing.codecs import HeatmapCodec  # noqa: E402
+from awing.landmarks import LandmarkScheme, get_scheme  # noqa: E402
+from awing.losses import AdaptiveWingLoss, adaptive_wing_loss, loss_weight_map  # noqa: E402
+
+__all__ = [
+    "AdaptiveWingLoss",
+    "HeatmapCodec",
+    "LandmarkScheme",
+    "__version__",
+    "adaptive_wing_loss",
+    "get_scheme",
+    "loss_weight_map",
+]

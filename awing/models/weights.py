@@ -1,0 +1,214 @@
+"""Model weights on disk: ``.safetensors`` with metadata (release format) and ``.pth``/``.pt`` state dicts.
+
+A ``.safetensors`` file written by :func:`save_weights` rebuilds its model alone: its metadata (str -> str) holds
+
+- ``format``: :data:`WEIGHTS_FORMAT`;
+- ``model_config``: JSON of :meth:`ModelConfig.to_dict`;
+- ``scheme``: landmark scheme name (absent when the point count has no scheme);
+- ``input_size``: side of the input crop;
+- ``awing_version``: the writing version.
+
+A ``.pth``/``.pt`` file is read with ``torch.load(..., weights_only=True)`` (``awing.engine.checkpoint``). It holds
+either a bare state dict (the official checkpoint; the config is inferred from the tensors, methods.md §3.8) or a dict
+with a ``state_dict`` or ``model`` entry and optionally ``model_config`` (a :class:`ModelConfig` dict) and ``scheme``.
+``module.`` and ``_orig_mod.`` prefixes (DataParallel, torch.compile) are stripped; missing, unexpected or mis-shaped
+keys raise.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+from torch import Tensor, nn
+
+from awing import __version__
+from awing.engine.checkpoint import load_checkpoint
+from awing.landmarks import get_scheme
+from awing.models.hourglass import ModelConfig, StackedHourglass, infer_config
+
+WEIGHTS_FORMAT = "awing.weights.v1"
+STRIPPED_PREFIXES = ("module.", "_orig_mod.")
+SAFETENSORS_SUFFIXES = (".safetensors",)
+TORCH_SUFFIXES = (".pth", ".pt")
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """What a weights file says about its model. ``awing_version`` is ``None`` for files awing did not write."""
+
+    config: ModelConfig
+    scheme: str | None
+    awing_version: str | None
+
+    @property
+    def input_size(self) -> int:
+        return self.config.input_size
+
+
+def strip_prefixes(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Remove leading ``module.`` / ``_orig_mod.`` (in any order and number) from every key."""
+    out = {}
+    for key, value in state_dict.items():
+        stripped = key
+        while stripped.startswith(STRIPPED_PREFIXES):
+            stripped = stripped.split(".", 1)[1]
+        if stripped in out:
+            raise ValueError(f"two state-dict keys map to {stripped!r} after stripping {STRIPPED_PREFIXES}")
+        out[stripped] = value
+    return out
+
+
+def _names(keys: list[str], limit: int = 5) -> str:
+    shown = ", ".join(keys[:limit])
+    return f"{len(keys)} ({shown}{', ...' if len(keys) > limit else ''})"
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> None:
+    """Load ``state_dict`` into ``model`` after stripping prefixes; raise ``ValueError`` naming missing, unexpected
+    and mis-shaped keys. BatchNorm ``num_batches_tracked`` entries may be absent (old checkpoints)."""
+    state_dict = strip_prefixes(state_dict)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [
+        f"{k} {list(v.shape)} (model {list(expected[k].shape)})"
+        for k, v in state_dict.items()
+        if k in expected and tuple(v.shape) != tuple(expected[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_names(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_names(unexpected)}")
+    if shapes:
+        problems.append(f"shape mismatches: {_names(shapes, 3)}")
+    if problems:
+        config = getattr(model, "config", None)
+        raise ValueError(f"weights do not fit {type(model).__name__}({config}): " + "; ".join(problems))
+    full = {k: state_dict.get(k, v) for k, v in expected.items()}
+    model.load_state_dict(full, strict=True)
+
+
+def default_scheme(num_landmarks: int) -> str | None:
+    """Scheme name for a point count (``awing.landmarks.get_scheme``), ``None`` when there is none."""
+    try:
+        return get_scheme(num_landmarks).name
+    except ValueError:
+        return None
+
+
+def _check_scheme(scheme: str | None, config: ModelConfig) -> str | None:
+    if scheme is None:
+        return default_scheme(config.num_landmarks)
+    found = get_scheme(scheme)
+    if found.num_points != config.num_landmarks:
+        raise ValueError(
+            f"scheme {scheme!r} has {found.num_points} points but the model predicts {config.num_landmarks}"
+        )
+    return found.name
+
+
+def save_weights(model: StackedHourglass, path: str | Path, *, scheme: str | None = None) -> Path:
+    """Write ``model``'s state dict and metadata to a ``.safetensors`` file (see the module docstring).
+
+    Args:
+        model: the network (unwrap DataParallel / torch.compile first, or pass ``.module`` / ``._orig_mod``).
+        path: output file, ending in ``.safetensors``; parent folders are created.
+        scheme: landmark scheme name; default ``get_scheme(num_landmarks).name`` when it exists.
+    """
+    if not isinstance(model, StackedHourglass):
+        raise TypeError(f"save_weights expects a StackedHourglass, got {type(model).__name__}")
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"weights are saved as .safetensors, got {path.name!r}")
+    config = model.config
+    metadata = {
+        "format": WEIGHTS_FORMAT,
+        "model_config": json.dumps(config.to_dict()),
+        "input_size": str(config.input_size),
+        "awing_version": __version__,
+    }
+    scheme = _check_scheme(scheme, config)
+    if scheme is not None:
+        metadata["scheme"] = scheme
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=metadata)
+    return path
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], WeightsInfo]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path} is not a readable .safetensors file: {err}") from err
+    if metadata.get("format") != WEIGHTS_FORMAT or "model_config" not in metadata:
+        raise ValueError(
+            f"{path} has no awing metadata (expected format {WEIGHTS_FORMAT!r} and a model_config; got keys "
+            f"{sorted(metadata)}); write it with awing.models.save_weights or awing convert-official"
+        )
+    config = ModelConfig.from_dict(json.loads(metadata["model_config"]))
+    return tensors, WeightsInfo(config, metadata.get("scheme"), metadata.get("awing_version"))
+
+
+def extract_state_dict(checkpoint: Any) -> dict[str, Tensor]:
+    """The state dict inside a loaded checkpoint: its ``state_dict`` or ``model`` entry, or the mapping itself."""
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"expected a checkpoint dict, got {type(checkpoint).__name__}")
+    for key in ("state_dict", "model"):
+        if isinstance(checkpoint.get(key), Mapping):
+            checkpoint = checkpoint[key]
+            break
+    bad = [k for k, v in checkpoint.items() if not isinstance(v, Tensor)]
+    if bad:
+        raise ValueError(f"checkpoint entries are not all tensors, e.g. {bad[:5]}; expected a state dict")
+    return dict(checkpoint)
+
+
+def _read_torch(path: Path, input_size: int) -> tuple[dict[str, Tensor], WeightsInfo]:
+    checkpoint = load_checkpoint(path)
+    state_dict = strip_prefixes(extract_state_dict(checkpoint))
+    if isinstance(checkpoint.get("model_config"), Mapping):
+        config = ModelConfig.from_dict(checkpoint["model_config"])
+    else:
+        config = infer_config(state_dict, input_size=input_size)
+    scheme = checkpoint.get("scheme") if isinstance(checkpoint.get("scheme"), str) else None
+    return state_dict, WeightsInfo(config, _check_scheme(scheme, config), None)
+
+
+def read_weights(path: str | Path, *, input_size: int = 256) -> tuple[dict[str, Tensor], WeightsInfo]:
+    """Read a weights file (``.safetensors``, ``.pth``, ``.pt``) into a state dict and its :class:`WeightsInfo`.
+
+    ``input_size`` is used only for a ``.pth`` without a stored config (the tensors do not say it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix in SAFETENSORS_SUFFIXES:
+        return _read_safetensors(path)
+    if suffix in TORCH_SUFFIXES:
+        return _read_torch(path, input_size)
+    raise ValueError(f"unsupported weights file {path.name!r}: expected one of {SAFETENSORS_SUFFIXES + TORCH_SUFFIXES}")
+
+
+def model_from_state_dict(state_dict: Mapping[str, Tensor], config: ModelConfig) -> StackedHourglass:
+    """Build a :class:`StackedHourglass` for ``config`` and load ``state_dict`` strictly (eval mode)."""
+    model = StackedHourglass(**config.to_dict())
+    load_state_dict_strict(model, state_dict)
+    return model.eval()
+
+
+def load_weights(path: str | Path, device: torch.device | str = "cpu", *, input_size: int = 256) -> StackedHourglass:
+    """Rebuild the model stored in ``path`` (see :func:`read_weights`) on ``device``, in eval mode."""
+    state_dict, info = read_weights(path, input_size=input_size)
+    return model_from_state_dict(state_dict, info.config).to(device)
