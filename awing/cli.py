@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from awing import __version__
+from awing.detection.commands import add_eval_detector_parser, add_train_detector_parser
+from awing.engine.commands import add_eval_parser, add_train_parser
 
 
 def _fail(command: str, err: Exception) -> int:
@@ -70,7 +72,14 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_export)
 
 
-COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_convert_official, _add_export)
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], object], ...] = (
+    add_train_parser,
+    add_eval_parser,
+    add_train_detector_parser,
+    add_eval_detector_parser,
+    _add_convert_official,
+    _add_export,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -80,3 +80,14 @@ __all__ = [
     "read_wider_annotations",
     "save_detector",
 ]
+
+# Evaluation (AP, recall, WIDER FACE protocol); the training loop is awing.detection.train.train_detector (not
+# imported here: inference must not pull in the training stack).
+from awing.detection.evaluate import (  # noqa: E402
+    DetectionMetrics,
+    average_precision,
+    evaluate_detections,
+    match_detections,
+)
+
+__all__ += ["DetectionMetrics", "average_precision", "evaluate_detections", "match_detections"]

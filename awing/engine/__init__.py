@@ -19,3 +19,24 @@ __all__ = [
     "seed_everything",
     "set_rng_state",
 ]
+
+# The train loop and evaluation load on first use (PEP 562): awing.models imports this package for its checkpoint
+# reader, and inference must not pull in the training stack. The loop itself: awing.engine.train.train (the
+# submodule's name, so it cannot be re-exported here as well).
+_LAZY = {
+    "StackedHeatmapLoss": "awing.engine.train",
+    "TrainResult": "awing.engine.train",
+    "Evaluation": "awing.engine.evaluate",
+    "evaluate_model": "awing.engine.evaluate",
+    "landmark_report": "awing.engine.evaluate",
+    "run_evaluation": "awing.engine.evaluate",
+}
+__all__ += list(_LAZY)
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'awing.engine' has no attribute {name!r}")
