@@ -35,7 +35,7 @@ from awing.config import AugmentConfig
 from awing.data import AFLWDataset, LandmarkDataset, LandmarkRecord
 from awing.data.augment import FaceAugmenter, sample_rng, warp_face
 from awing.data.targets import point_weights
-from awing.data.training import LandmarkTrainingSet, seed_worker
+from awing.data.training import LandmarkTrainingSet, seed_worker, worker_context
 from awing.landmarks import get_scheme
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,7 +185,11 @@ def main(argv: list[str] | None = None) -> int:
             # Workers start and stop every epoch (not persistent), so their CPU time (collation into shared
             # memory included) lands in RUSAGE_CHILDREN when the epoch ends.
             loader = torch.utils.data.DataLoader(
-                train, batch_size=16, num_workers=args.workers, worker_init_fn=seed_worker
+                train,
+                batch_size=16,
+                num_workers=args.workers,
+                multiprocessing_context=worker_context(args.workers),
+                worker_init_fn=seed_worker,
             )
             cpu = wall = float("inf")
             for epoch in range(args.repeats):

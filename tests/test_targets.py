@@ -36,6 +36,19 @@ def wflw_face():
         return CocoKeypointsDataset(WFLW_JSON, skip_invalid=True)[0]
 
 
+class Draws(torch.utils.data.Dataset):
+    """Each worker's draws from the global generators (module level so that spawned workers can unpickle it)."""
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        info = torch.utils.data.get_worker_info()
+        noise = np.zeros(4, np.float64)
+        cv2.randu(noise, 0.0, 1.0)
+        return info.id, torch.initial_seed(), np.random.random(), random.random(), noise  # noqa: NPY002
+
+
 class TestMakeTargets:
     codec = HeatmapCodec(256, 64, sigma=1.5)
 
@@ -194,7 +207,14 @@ class TestLandmarkTrainingSet:
 
     def test_dataloader_workers_match_in_process(self, tmp_path):
         train = training_set(write_dataset(tmp_path), augment=AugmentConfig(), seed=1)
-        loader = DataLoader(train, batch_size=3, num_workers=2, worker_init_fn=seed_worker, persistent_workers=True)
+        loader = DataLoader(
+            train,
+            batch_size=3,
+            num_workers=2,
+            multiprocessing_context="spawn",
+            worker_init_fn=seed_worker,
+            persistent_workers=True,
+        )
         epochs = []
         for epoch in (0, 1):
             train.set_epoch(epoch)  # reaches the persistent workers through shared memory
@@ -206,17 +226,9 @@ class TestLandmarkTrainingSet:
         assert not torch.equal(epochs[0][0]["image"], epochs[1][0]["image"])
 
     def test_worker_seeds_differ(self):
-        class Draws(torch.utils.data.Dataset):
-            def __len__(self):
-                return 2
-
-            def __getitem__(self, index):
-                info = torch.utils.data.get_worker_info()
-                noise = np.zeros(4, np.float64)
-                cv2.randu(noise, 0.0, 1.0)
-                return info.id, torch.initial_seed(), np.random.random(), random.random(), noise  # noqa: NPY002
-
-        loader = DataLoader(Draws(), batch_size=None, num_workers=2, worker_init_fn=seed_worker)
+        loader = DataLoader(
+            Draws(), batch_size=None, num_workers=2, multiprocessing_context="spawn", worker_init_fn=seed_worker
+        )
         (id_a, *draws_a), (id_b, *draws_b) = list(loader)
         assert {id_a, id_b} == {0, 1}
         for a, b in zip(draws_a, draws_b, strict=True):
@@ -226,7 +238,7 @@ class TestLandmarkTrainingSet:
         train = training_set(write_dataset(tmp_path, corrupt=4), augment=AugmentConfig())
         with pytest.raises(DataError, match=r"face_4\.png.*(annotation: .*list\.txt:5)"):
             train[4]
-        loader = DataLoader(train, batch_size=2, num_workers=2)
+        loader = DataLoader(train, batch_size=2, num_workers=2, multiprocessing_context="spawn")
         with pytest.raises(DataError, match=r"face_4\.png") as error:
             list(loader)
         # Free the loader's iterator now: left to the cyclic GC, its workers take 5 s each to notice the shutdown.

@@ -62,6 +62,15 @@ class FaceDataset(Protocol):
     def __getitem__(self, index: int) -> FaceSample: ...
 
 
+def worker_context(num_workers: int) -> str | None:
+    """DataLoader ``multiprocessing_context``: ``"spawn"`` when there are workers.
+
+    A forked worker inherits OpenCV's thread pool without its threads and can hang in its first OpenCV call
+    (seen in ``cv2.setNumThreads``); spawned workers start clean. Datasets must therefore be picklable.
+    """
+    return "spawn" if num_workers > 0 else None
+
+
 def seed_worker(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: one OpenCV thread per worker and OpenCV's generator seeded per worker.
 

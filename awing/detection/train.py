@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from awing.config import ConfigError, config_to_dict, save_config
 from awing.data import seed_worker
+from awing.data.training import worker_context
 from awing.detection.anchors import generate_anchors
 from awing.detection.config import DetectorConfig, DetectorOptimConfig, InferenceConfig
 from awing.detection.data import DetectionDataset, collate_detection
@@ -87,6 +88,7 @@ def _train_loader(
         batch_size=cfg.data.batch_size,
         shuffle=True,
         num_workers=cfg.data.num_workers,
+        multiprocessing_context=worker_context(cfg.data.num_workers),
         collate_fn=collate_detection,
         worker_init_fn=seed_worker,
         generator=generator,

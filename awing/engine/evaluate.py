@@ -36,6 +36,7 @@ from tqdm import tqdm
 from awing.codecs import HeatmapCodec
 from awing.config import ConfigError, DataConfig, TrainConfig
 from awing.data import DATASETS, LandmarkDataset, LandmarkTrainingSet, build_dataset
+from awing.data.training import worker_context
 from awing.geometry import invert, transform_points
 from awing.landmarks import LandmarkScheme, get_scheme
 from awing.metrics import NORMS, auc, ced_curve, failure_rate, nme
@@ -311,6 +312,7 @@ def evaluate_model(
         batch_size=batch_size or data_cfg.batch_size,
         shuffle=False,
         num_workers=data_cfg.num_workers,
+        multiprocessing_context=worker_context(data_cfg.num_workers),
         pin_memory=device.type == "cuda",
     )
     pred, order = predict_landmarks(

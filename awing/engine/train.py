@@ -47,6 +47,7 @@ from tqdm import tqdm
 
 from awing.config import ConfigError, LossConfig, OptimConfig, ScheduleConfig, TrainConfig, config_to_dict, save_config
 from awing.data import LandmarkTrainingSet, seed_worker
+from awing.data.training import worker_context
 from awing.engine.checkpoint import CheckpointManager
 from awing.engine.evaluate import default_norm, evaluate_model, open_dataset, resolve_device
 from awing.engine.loggers import build_logger
@@ -299,6 +300,7 @@ def _train_loader(
         shuffle=sampler is None,
         sampler=sampler,
         num_workers=cfg.data.num_workers,
+        multiprocessing_context=worker_context(cfg.data.num_workers),
         worker_init_fn=seed_worker,
         generator=generator,
         drop_last=True,

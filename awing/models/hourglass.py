@@ -89,8 +89,9 @@ class ModelConfig:
 
 PRESETS: dict[str, ModelConfig] = {
     "official": ModelConfig(),
-    # Default CPU model: 128 x 128 crop -> 32 x 32 heatmaps, 1.76 M parameters, about 18 ms per face at batch 1 on
-    # 2 threads (15 ms in channels_last), against 300-440 ms for "official" (scripts/bench_models.py).
+    # Default CPU model: 128 x 128 crop -> 32 x 32 heatmaps, 1.76 M parameters, 1.1 GFLOPs; on 2 threads about 19 ms
+    # per face at batch 1 (14 ms in channels_last, 9 ms/face at batch 16), against about 300 ms for "official"
+    # (scripts/bench_models.py). 2 stacks x 128 features (23 ms) is stronger but leaves little margin under 25 ms.
     "cpu_small": ModelConfig(num_stacks=2, features=96, depth=4, input_size=128),
 }
 
