@@ -9,7 +9,7 @@ Each sample is shown twice: its evaluation crop (no augmentation) and its augmen
 
 The header of a tile gives the index, the rotation, the scale and "flip" when the sample is mirrored.
 
-    python scripts/show_augmented.py [--root ../shared/data/aflw-21] [--count 8] [--out /tmp/awing_augmented.png]
+    python scripts/show_augmented.py [--root ../shared/data/aflw-21] [--count 8] [--out awing_augmented.png]
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=8, help="number of samples")
     parser.add_argument("--epoch", type=int, default=0, help="augmentation epoch")
     parser.add_argument("--seed", type=int, default=0, help="augmentation seed")
-    parser.add_argument("--out", type=Path, default=Path("/tmp/awing_augmented.png"), help="output PNG")
+    parser.add_argument("--out", type=Path, default=Path("awing_augmented.png"), help="output PNG")
     args = parser.parse_args(argv)
 
     dataset = AFLWDataset(args.root, split="val")

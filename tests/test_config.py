@@ -52,7 +52,7 @@ class TestDefaults:
     def test_run_dir(self):
         assert TrainConfig().run.run_dir == "runs/default"
         assert load_config(None, ["run.name=exp1"]).run.run_dir == "runs/exp1"
-        assert load_config(None, ["run.out_dir=/tmp/x"]).run.run_dir == "/tmp/x"
+        assert load_config(None, ["run.out_dir=out/x"]).run.run_dir == "out/x"
 
 
 class TestOverrides:

@@ -32,7 +32,7 @@ from awing.detection.anchors import decode_boxes, decode_landmarks, generate_anc
 from awing.detection.config import DetectorModelConfig, InferenceConfig
 from awing.detection.network import FaceDetectorNet, fuse_batchnorm
 from awing.detection.nms import batched_nms
-from awing.models.weights import load_state_dict_strict
+from awing.models.weights import load_state_dict_strict, read_safetensors
 
 __all__ = ["DETECTOR_FORMAT", "PAD_VALUE", "FaceDetector", "load_detector", "save_detector"]
 
@@ -220,18 +220,10 @@ def save_detector(model: FaceDetectorNet, path: str | Path, inference: Inference
 
 def load_detector(path: str | Path) -> tuple[FaceDetectorNet, InferenceConfig]:
     """Read a file of :func:`save_detector` -> (network in eval mode, stored inference settings)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"detector weights not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError) as err:
-        raise ValueError(f"{path} is not a readable .safetensors file: {err}") from err
+    tensors, metadata = read_safetensors(path)
     if metadata.get("format") != DETECTOR_FORMAT or "model_config" not in metadata:
         raise ValueError(
             f"{path} is not an awing detector file (expected metadata format {DETECTOR_FORMAT!r} and a model_config; "

@@ -53,9 +53,8 @@ from awing.detection.network import FaceDetectorNet
 from awing.engine.checkpoint import CheckpointManager
 from awing.engine.evaluate import resolve_device
 from awing.engine.loggers import build_logger
-from awing.engine.seeding import rng_state, seed_everything, set_rng_state
-from awing.engine.train import lr_factor
-from awing.models.weights import load_state_dict_strict
+from awing.engine.seeding import rng_state, seed_everything
+from awing.engine.train import lr_factor, restore_training_state
 
 __all__ = ["DetectorTrainResult", "build_detector_optimizer", "train_detector"]
 
@@ -155,20 +154,13 @@ def train_detector(cfg: DetectorConfig, *, progress: bool | None = None) -> Dete
     epoch, step = 0, 0
     if cfg.run.resume is not None:
         state = checkpoints.resume(cfg.run.resume)
-        if state.get("model_config") != cfg.model.to_dict():
-            raise ConfigError(
-                f"checkpoint {cfg.run.resume} holds a detector {state.get('model_config')}, the config builds "
-                f"{cfg.model.to_dict()}"
-            )
-        load_state_dict_strict(model, state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        epoch, step = restore_training_state(
+            state, cfg.run.resume, model, cfg.model.to_dict(), optimizer, scheduler, kind="detector"
+        )
         if alwa is not None:
             if state.get("alwa") is None:
                 raise ConfigError(f"loss.alwa.enabled=true but checkpoint {cfg.run.resume} has no ALWA state")
             alwa.load_state_dict(state["alwa"])
-        set_rng_state(state["rng"])
-        epoch, step = int(state["epoch"]), int(state["step"])
     save_config(cfg, run_dir / "config.yaml")
     logger = build_logger(cfg.logging, run_dir, name=cfg.run.name, config=config_to_dict(cfg))
     logger.log_config(config_to_dict(cfg))

@@ -144,6 +144,31 @@ def build_optimizer(params: Iterable[Tensor], cfg: OptimConfig) -> torch.optim.O
     return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
+def restore_training_state(
+    state: dict[str, Any],
+    path: str,
+    model: nn.Module,
+    model_config: dict[str, Any],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    kind: str = "model",
+) -> tuple[int, int]:
+    """Load a resumed checkpoint's model, optimiser, scheduler and RNG states -> ``(epoch, step)``.
+
+    Refuses a checkpoint whose stored model config differs from ``model_config``. Callers restore their own extras
+    (AMP scaler, EMA, ALWA) from ``state``.
+    """
+    if state.get("model_config") != model_config:
+        raise ConfigError(
+            f"checkpoint {path} holds a {kind} {state.get('model_config')}, the config builds {model_config}"
+        )
+    load_state_dict_strict(model, state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    return int(state["epoch"]), int(state["step"])
+
+
 def lr_factor(step: int, steps_per_epoch: int, cfg: ScheduleConfig) -> float:
     """Learning-rate multiplier at 0-based optimiser step ``step``.
 
@@ -362,21 +387,12 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, device: torch.device, prog
     epoch, step = 0, 0
     if cfg.run.resume is not None:
         state = checkpoints.resume(cfg.run.resume)
-        if state.get("model_config") != model.config.to_dict():
-            raise ConfigError(
-                f"checkpoint {cfg.run.resume} holds a model {state.get('model_config')}, the config builds "
-                f"{model.config.to_dict()}"
-            )
-        load_state_dict_strict(model, state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        epoch, step = restore_training_state(state, cfg.run.resume, model, model.config.to_dict(), optimizer, scheduler)
         scaler.load_state_dict(state["scaler"])
         if ema is not None:
             if state.get("ema") is None:
                 raise ConfigError(f"optim.ema={cfg.optim.ema} but checkpoint {cfg.run.resume} has no EMA weights")
             ema.load_state_dict(state["ema"])
-        set_rng_state(state["rng"])
-        epoch, step = int(state["epoch"]), int(state["step"])
     train_model: nn.Module = model
     if ctx.enabled:
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)

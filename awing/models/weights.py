@@ -144,13 +144,19 @@ def save_weights(model: StackedHourglass, path: str | Path, *, scheme: str | Non
     return path
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], WeightsInfo]:
+def read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tensors and string metadata of a ``.safetensors`` file; ``ValueError`` naming the file when unreadable."""
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as err:
         raise ValueError(f"{path} is not a readable .safetensors file: {err}") from err
+    return tensors, metadata
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], WeightsInfo]:
+    tensors, metadata = read_safetensors(path)
     if metadata.get("format") != WEIGHTS_FORMAT or "model_config" not in metadata:
         raise ValueError(
             f"{path} has no awing metadata (expected format {WEIGHTS_FORMAT!r} and a model_config; got keys "
