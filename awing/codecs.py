@@ -27,6 +27,7 @@ from typing import TypeVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from awing.geometry import as_size
 
@@ -37,6 +38,11 @@ OFFICIAL_HALF_SIZE = 3
 OFFICIAL_SIGMA = 0.25 * (2 * OFFICIAL_HALF_SIZE + 1)
 
 _LOG_FLOOR = 1e-10
+#: Encoding: the float32 just below -4.5 (an exponent above it lies within 3 sigma), the exponent that marks
+#: "outside the support" (exp(-50) ~ 2e-22, a normal float32) and the level below which values are zeroed.
+_RADIAL_CUT = float(np.nextafter(np.float32(-4.5), np.float32(-np.inf)))
+_EXP_SENTINEL = -50.0
+_ZERO_BELOW = 1e-20
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
@@ -106,8 +112,6 @@ class HeatmapCodec:
             raise ValueError(f"sigma must be a positive finite number, got {sigma!r}")
         self.sigma = float(sigma)
         self.stride = (self.input_size[0] / self.heatmap_size[0], self.input_size[1] / self.heatmap_size[1])
-        self._xs = np.arange(self.heatmap_size[0], dtype=np.float32)
-        self._ys = np.arange(self.heatmap_size[1], dtype=np.float32)
         # DARK's modulation restricted to the 3x3 pixels around the argmax: blurred = band @ window @ band.T,
         # band[i, i:i + 2R + 1] = Gaussian taps (radius R = ceil(3 sigma)), window = the (2R + 3)^2 pixels there.
         self.modulation = bool(modulation)
@@ -152,43 +156,53 @@ class HeatmapCodec:
 
     # -- encode -------------------------------------------------------------------------------------------------
 
-    def encode(self, landmarks_hm: np.ndarray, visible: np.ndarray | None = None) -> np.ndarray:
-        """Target heatmaps of one face.
+    def encode(self, landmarks_hm: ArrayT, visible: np.ndarray | torch.Tensor | None = None) -> ArrayT:
+        """Target heatmaps, vectorised over faces and points, on the points' device.
+
+        One implementation for both kinds: numpy points (one face in a DataLoader worker) and tensors (a batch
+        encoded on the training device, :func:`awing.data.targets.heatmap_targets`) give the same float32 values
+        (on another device up to its ``exp``'s last bit).
 
         Args:
-            landmarks_hm: (K, 2) points (x, y) in heatmap pixels (numpy, list or CPU tensor).
-            visible: optional (K,) booleans; False gives an all-zero channel.
+            landmarks_hm: (..., K, 2) points (x, y) in heatmap pixels: a torch tensor, a numpy array or a list.
+            visible: optional (..., K) booleans (tensor, array or list); False gives an all-zero channel.
 
         Returns:
-            float32 array (K, H, W).
+            float32 (..., K, H, W): a tensor on the points' device for tensor points, else a numpy array.
         """
-        points = np.asarray(landmarks_hm, dtype=np.float32)
-        if points.ndim != 2 or points.shape[1] != 2:
-            raise ValueError(f"landmarks_hm must have shape (K, 2), got {points.shape}")
+        is_tensor = isinstance(landmarks_hm, torch.Tensor)
+        points = landmarks_hm.float() if is_tensor else torch.from_numpy(np.array(landmarks_hm, dtype=np.float32))
+        if points.ndim < 2 or points.shape[-1] != 2:
+            raise ValueError(f"landmarks_hm must have shape (..., K, 2), got {tuple(points.shape)}")
         width, height = self.heatmap_size
-        x, y = points[:, 0], points[:, 1]
-        with np.errstate(invalid="ignore"):
-            valid = (x >= -0.5) & (x < width - 0.5) & (y >= -0.5) & (y < height - 0.5)
+        x, y = points.unbind(-1)
+        valid = (x >= -0.5) & (x < width - 0.5) & (y >= -0.5) & (y < height - 0.5)  # False for NaN
         if visible is not None:
-            visible = np.asarray(visible)
-            if visible.shape != (len(points),):
-                raise ValueError(f"visible must have shape ({len(points)},), got {visible.shape}")
-            valid &= visible.astype(bool)
-        x = np.where(valid, x, 0.0)
-        y = np.where(valid, y, 0.0)
+            mask = visible if isinstance(visible, torch.Tensor) else torch.from_numpy(np.array(visible))
+            if mask.shape != valid.shape:
+                raise ValueError(f"visible must have shape {tuple(valid.shape)}, got {tuple(mask.shape)}")
+            valid &= mask.to(device=points.device, dtype=torch.bool)
+        x, y = torch.where(valid, x, 0.0), torch.where(valid, y, 0.0)  # no NaN below
         if self.mode == "awing_official":
-            x, y = np.floor(x + 0.5), np.floor(y + 0.5)
-        dx = self._xs - x[:, None]  # (K, W)
-        dy = self._ys - y[:, None]  # (K, H)
-        scale = np.float32(-0.5 / self.sigma**2)
-        # Zero each factor beyond the support first (also keeps subnormal floats, which are slow, out of the product).
-        half = OFFICIAL_HALF_SIZE if self.mode == "awing_official" else 3 * self.sigma
-        gx = np.exp(dx * dx * scale) * ((np.abs(dx) <= half) & valid[:, None])
-        gy = np.exp(dy * dy * scale) * (np.abs(dy) <= half)
-        heatmaps = np.einsum("kh,kw->khw", gy, gx)  # separable: exp(-(dx^2 + dy^2) s) = exp(-dx^2 s) exp(-dy^2 s)
-        if self.mode == "subpixel":  # radial truncation: exp(-r^2 / 2 sigma^2) < exp(-4.5)  <=>  r > 3 sigma
-            heatmaps *= heatmaps >= np.float32(math.exp(-4.5))
-        return heatmaps
+            x, y = torch.floor(x + 0.5), torch.floor(y + 0.5)
+        dx = torch.arange(width, dtype=torch.float32, device=points.device) - x[..., None]  # (..., K, W)
+        dy = torch.arange(height, dtype=torch.float32, device=points.device) - y[..., None]  # (..., K, H)
+        # Separable exponent -(dx^2 + dy^2) / (2 sigma^2) = log_gx + log_gy; -inf outside the official square patch
+        # and in the channels of invalid points.
+        scale = -0.5 / self.sigma**2
+        log_gx, log_gy = dx * dx * scale, dy * dy * scale
+        if self.mode == "awing_official":
+            log_gx = log_gx.masked_fill(dx.abs() > OFFICIAL_HALF_SIZE, -math.inf)
+            log_gy = log_gy.masked_fill(dy.abs() > OFFICIAL_HALF_SIZE, -math.inf)
+        log_gx = log_gx.masked_fill(~valid[..., None], -math.inf)
+        exponent = log_gy[..., :, None] + log_gx[..., None, :]  # (..., K, H, W)
+        # Support: subpixel r <= 3 sigma (exponent >= -4.5, decided on float32 sums, the same on every device);
+        # official: the patch. Outside, the exponent becomes _EXP_SENTINEL and its exp is zeroed: an underflowing
+        # exp takes a slow path on CPU (about 50x), exp(-50) does not.
+        cut = _RADIAL_CUT if self.mode == "subpixel" else _EXP_SENTINEL
+        heatmaps = F.threshold(exponent, cut, _EXP_SENTINEL, inplace=True).exp_()
+        F.threshold(heatmaps, _ZERO_BELOW, 0.0, inplace=True)
+        return heatmaps if is_tensor else heatmaps.numpy()
 
     # -- decode -------------------------------------------------------------------------------------------------
 

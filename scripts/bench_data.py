@@ -1,14 +1,24 @@
-"""Training-data throughput on one core: decode, warp, photometric, 98 heatmaps + boundary at 64 x 64, tensors.
+"""Training-data throughput per core: decode, warp, photometric, point weights + boundary at 64 x 64, collation.
 
 Images: the real AFLW-21 crops (120 x 120 JPEGs) of ``../shared/data/aflw-21`` when present, else synthetic
 120 x 120 JPEGs written to a temporary folder. Points: the 98-point WFLW face of the mmpose fixture
 (``tests/data/mmpose/wflw``), stretched into each face's box, so the targets are WFLW-sized (98 heatmaps + boundary).
 
-The script runs in one process with ``torch.set_num_threads(1)`` and ``cv2.setNumThreads(1)``: samples/s is per
-core, which is what one DataLoader worker delivers. It prints the per-stage breakdown (each stage timed alone on the
-same samples) and the end-to-end rate of ``LandmarkTrainingSet[i]``, from this thread's CPU time (one core's work,
-robust to other processes on the machine) and from wall time; ``--workers N`` adds a DataLoader run (the workers'
-CPU time per sample, collation into shared memory included, and the wall time).
+The in-process timings run with ``torch.set_num_threads(1)`` and ``cv2.setNumThreads(1)``: samples/s is per core,
+which is what one DataLoader worker delivers. Printed:
+
+1. the per-stage breakdown of a worker's work (each stage timed alone on the same samples), then what the trainer
+   does per sample on its device (uint8 crops to float, the 98 landmark heatmaps encoded, the boundary appended),
+   timed here on this CPU in batches of 16 (on a GPU these cost microseconds);
+2. end to end, in process: ``LandmarkTrainingSet[i]``, and as a reference the former item layout (the float32
+   image and 99 float32 maps built in the worker: the item, then the device's conversion and encoding on the CPU);
+3. with ``--workers N``: a DataLoader (N persistent spawned workers, batch 16; the start-up epoch is not timed) over
+   both layouts in the same run: the workers' CPU time per sample (collation into shared memory included; from
+   ``/proc``, so Linux only), hence samples/s per worker, and the wall time, hence samples/s in total; and the
+   bytes of one shipped sample.
+
+CPU time is robust to other processes on the machine; wall time includes waiting for the CPU (the load average is
+printed). The reference row of the old layout makes the gain readable under any load.
 
     python scripts/bench_data.py [--samples 400] [--repeats 3] [--workers 0]   (awing installed: pip install -e .)
 """
@@ -18,30 +28,57 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset, default_collate
 
-from awing.boundary import boundary_heatmap
 from awing.config import AugmentConfig
 from awing.data import AFLWDataset, LandmarkDataset, LandmarkRecord
 from awing.data.augment import FaceAugmenter, sample_rng, warp_face
-from awing.data.targets import point_weights
-from awing.data.training import LandmarkTrainingSet, seed_worker, worker_context
+from awing.data.targets import face_targets
+from awing.data.training import LandmarkTrainingSet, model_input, seed_worker, worker_context
 from awing.landmarks import get_scheme
 
 ROOT = Path(__file__).resolve().parents[1]
 AFLW_ROOT = ROOT.parent / "shared" / "data" / "aflw-21"
 WFLW_FIXTURE = ROOT / "tests" / "data" / "mmpose" / "wflw" / "test_wflw.json"
 PHOTOMETRIC = ("colour_prob", "occlusion_prob", "blur_prob", "noise_prob", "jpeg_prob")
+BATCH = 16
 BAR = 300.0
+
+
+class FloatItems(Dataset):
+    """Reference: the former item layout, float32 (3, S, S) image and (K + 1, H, W) float32 maps made in the worker.
+
+    Built as the current item followed by the trainer's device steps on the CPU: the former worker's work and
+    bytes, plus about 0.3 ms per sample (the copy that appends the boundary, a slower float conversion).
+    """
+
+    def __init__(self, data: LandmarkTrainingSet) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.data[index]
+        reference = {key: value for key, value in item.items() if key not in ("image", "boundary")}
+        return {**reference, "image": model_input(item["image"]), "heatmaps": self.data.targets(item)}
+
+
+def item_bytes(item: dict[str, Any]) -> int:
+    """Bytes of the tensors of one item (what a worker copies into shared memory for it)."""
+    return sum(v.numel() * v.element_size() for v in item.values() if isinstance(v, torch.Tensor))
 
 
 def unit_face() -> np.ndarray:
@@ -100,8 +137,46 @@ def rate(fn: Callable[[int], object], count: int, repeats: int) -> tuple[float, 
     return 1e3 * cpu / count, 1e3 * wall / count
 
 
-def row(name: str, cpu: float, wall: float) -> str:
-    return f"{name:<40} {cpu:>8.3f} {1e3 / cpu:>10.0f} {wall:>8.3f} {1e3 / wall:>10.0f}"
+def children_cpu(workers: int) -> float:
+    """CPU seconds (user + system) of this process's live children, which must be the DataLoader's ``workers``."""
+    children = multiprocessing.active_children()
+    if len(children) != workers:
+        raise RuntimeError(f"expected {workers} DataLoader workers as child processes, found {len(children)}")
+    total = 0
+    for child in children:
+        fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def loader_rate(data: Dataset, train: LandmarkTrainingSet, workers: int, repeats: int) -> tuple[float, float]:
+    """(workers' CPU ms, wall ms) per sample through a DataLoader with persistent spawned ``workers``, best of
+    ``repeats`` epochs after the start-up epoch. The workers are shut down on return."""
+    loader = DataLoader(
+        data,
+        batch_size=BATCH,
+        num_workers=workers,
+        multiprocessing_context=worker_context(workers),
+        worker_init_fn=seed_worker,
+        persistent_workers=True,
+    )
+    cpu = wall = float("inf")
+    for epoch in range(repeats + 1):
+        train.set_epoch(epoch)
+        start_cpu, start_wall = children_cpu(workers) if epoch else 0.0, time.perf_counter()
+        seen = sum(len(batch["index"]) for batch in loader)
+        if epoch > 0:
+            cpu = min(cpu, (children_cpu(workers) - start_cpu) / seen)
+            wall = min(wall, (time.perf_counter() - start_wall) / seen)
+    del loader  # the persistent workers exit with the loader's iterator
+    deadline = time.monotonic() + 30
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return 1e3 * cpu, 1e3 * wall
+
+
+def row(name: str, cpu: float, wall: float, note: str = "") -> str:
+    return f"{name:<44} {cpu:>8.3f} {1e3 / cpu:>10.0f} {wall:>8.3f} {1e3 / wall:>10.0f}{note}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,17 +196,15 @@ def main(argv: list[str] | None = None) -> int:
         codec, augmenter = train.codec, train.augmenter
         all_on = LandmarkTrainingSet(dataset, augment=AugmentConfig(**dict.fromkeys(PHOTOMETRIC, 1.0)))
         evaluation = LandmarkTrainingSet(dataset)
+        reference = FloatItems(train)
 
         samples = [dataset[i] for i in range(count)]
-        faces, crops = [], []
+        faces = []
         for i, s in enumerate(samples):
-            rng = sample_rng(0, 0, i)
-            face = warp_face(
-                s.image, s.landmarks_img, s.visible, s.box, scheme, 256, params=augmenter.sample_geometry(rng)
-            )
-            faces.append(face)
-            crops.append(augmenter.photometric(face.image, rng))
-        points_hm = [codec.to_heatmap(f.landmarks_crop) for f in faces]
+            params = augmenter.sample_geometry(sample_rng(0, 0, i))
+            faces.append(warp_face(s.image, s.landmarks_img, s.visible, s.box, scheme, 256, params=params))
+        items = [train[i] for i in range(count)]
+        batches = [default_collate(items[i : i + BATCH]) for i in range(0, count - BATCH + 1, BATCH)]
 
         def geometry(i: int) -> object:
             s = samples[i]
@@ -141,13 +214,6 @@ def main(argv: list[str] | None = None) -> int:
         def photometric(config: AugmentConfig) -> Callable[[int], object]:
             aug = FaceAugmenter(256, **dataclasses.asdict(config))
             return lambda i: aug.photometric(faces[i].image, sample_rng(0, 0, i))
-
-        def heatmaps(i: int) -> object:
-            weight = point_weights(points_hm[i], faces[i].visible, codec.heatmap_size)
-            return codec.encode(points_hm[i], visible=weight > 0)
-
-        def tensors(i: int) -> object:
-            return torch.from_numpy(crops[i]).permute(2, 0, 1).float().div_(255.0)
 
         off = dict.fromkeys(PHOTOMETRIC, 0.0)
         stages = [
@@ -159,48 +225,52 @@ def main(argv: list[str] | None = None) -> int:
             ("  blur (p=1)", photometric(AugmentConfig(**{**off, "blur_prob": 1.0}))),
             ("  noise (p=1)", photometric(AugmentConfig(**{**off, "noise_prob": 1.0}))),
             ("  JPEG (p=1)", photometric(AugmentConfig(**{**off, "jpeg_prob": 1.0}))),
-            ("98 heatmaps 64x64 + weights", heatmaps),
-            ("boundary 64x64", lambda i: boundary_heatmap(points_hm[i], scheme, 64, 1.0, faces[i].visible)),
-            ("image to float CHW tensor", tensors),
+            (
+                "point weights + boundary 64x64",
+                lambda i: face_targets(faces[i].landmarks_crop, faces[i].visible, codec, 98),
+            ),
+        ]
+        device_stages = [
+            ("image uint8 -> float (3, 256, 256)", lambda j: model_input(batches[j]["image"])),
+            ("98 heatmaps 64x64 + boundary channel", lambda j: train.targets(batches[j])),
         ]
         print(f"images: {source}; {count} faces, 98 points; torch/cv2 threads: 1; best of {args.repeats} passes")
         print(f"load average before the run: {', '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs")
-        header = f"{'stage':<40} {'CPU ms':>8} {'samples/s':>10} {'wall ms':>8} {'samples/s':>10}"
-        print(header)
+        print(f"{'worker stage':<44} {'CPU ms':>8} {'samples/s':>10} {'wall ms':>8} {'samples/s':>10}")
         for name, fn in stages:
             print(row(name, *rate(fn, count, args.repeats)))
+        print(f"trainer's device, here this CPU, per sample in batches of {BATCH}:")
+        for name, fn in device_stages:
+            cpu, wall = rate(fn, len(batches), args.repeats)
+            print(row(f"  {name}", cpu / BATCH, wall / BATCH))
         print()
+        print(f"{'end to end, one core':<44} {'CPU ms':>8} {'samples/s':>10} {'wall ms':>8} {'samples/s':>10}")
         totals = [
-            ("end to end: training sample", train),
-            ("end to end: every photometric op on", all_on),
-            ("end to end: evaluation (crop only)", evaluation),
+            ("training sample", train),
+            ("training sample, every photometric op on", all_on),
+            ("evaluation sample (crop only)", evaluation),
+            ("reference: former float32 item", reference),
         ]
         for name, ds in totals:
             cpu, wall = rate(ds.__getitem__, count, args.repeats)
             verdict = f"  bar {BAR:.0f}/s per core: {'met' if 1e3 / cpu >= BAR else 'MISSED'}" if ds is train else ""
-            print(row(name, cpu, wall) + verdict)
+            print(row(name, cpu, wall, verdict))
+        new_bytes, old_bytes = item_bytes(train[0]), item_bytes(reference[0])
+        print(f"\nbytes shipped per sample: {new_bytes:,} (uint8 image + boundary), former float32 item {old_bytes:,}")
 
         if args.workers > 0:
-            # Persistent spawned workers; the first epoch (worker start-up) is not timed. Workers run on their own
-            # cores, so a worker's cost per sample is the wall time per sample times the number of workers.
-            loader = torch.utils.data.DataLoader(
-                train,
-                batch_size=16,
-                num_workers=args.workers,
-                multiprocessing_context=worker_context(args.workers),
-                worker_init_fn=seed_worker,
-                persistent_workers=True,
+            print(
+                f"\nDataLoader, {args.workers} persistent spawned workers, batch {BATCH}; CPU: the workers' CPU time "
+                "per sample (collation included), its samples/s per worker; wall: samples/s in total"
             )
-            wall = float("inf")
-            for epoch in range(args.repeats + 1):
-                train.set_epoch(epoch)
-                start = time.perf_counter()
-                seen = sum(len(batch["index"]) for batch in loader)
-                if epoch > 0:
-                    wall = min(wall, (time.perf_counter() - start) / seen)
-            per_worker = wall * args.workers
-            label = f"DataLoader, {args.workers} workers, batch 16"
-            print(row(label, 1e3 * per_worker, 1e3 * wall) + "  (CPU column: wall x workers, collation included)")
+            print(f"{'':<44} {'CPU ms':>8} {'/s/worker':>10} {'wall ms':>8} {'/s total':>10}")
+            new = loader_rate(train, train, args.workers, args.repeats)
+            old = loader_rate(reference, train, args.workers, args.repeats)
+            verdict = f"  bar {BAR:.0f}/s per worker: {'met' if 1e3 / new[0] >= BAR else 'MISSED'}"
+            print(row("training items", *new, verdict))
+            print(row("reference: former float32 items", *old))
+            print(f"per worker, training items / former items: {old[0] / new[0]:.2f}x")
+        print(f"load average after the run: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     return 0
 
 

@@ -2,9 +2,11 @@
 
 Three measurements on the recipe's data set (``../shared/data/aflw-21`` for ``configs/aflw_cpu.yaml``):
 
-1. data: ``LandmarkTrainingSet[i]`` (read, crop, augment, heatmaps + boundary) and collation of whole batches in
-   this thread with one OpenCV and one torch thread, i.e. one DataLoader worker's work: wall and CPU time per image;
-2. model step: forward, loss on every stack, backward and optimiser step on a fixed batch with torch's threads:
+1. data: ``LandmarkTrainingSet[i]`` (read, crop, augment, point weights + boundary) and collation of whole batches
+   in this thread with one OpenCV and one torch thread, i.e. one DataLoader worker's work: wall and CPU time per
+   image;
+2. model step: the uint8 crops to float and the landmark heatmaps encoded (the trainer does both on its device,
+   here the CPU), forward, loss on every stack, backward and optimiser step on a fixed batch with torch's threads:
    wall and process CPU time per image;
 3. end to end: :func:`awing.engine.train.train` for ``--epochs`` epochs over the first ``--faces`` faces, without
    validation, once per ``--workers`` value (``data.num_workers``): the last epoch's images/s and the share of its
@@ -35,6 +37,7 @@ from torch.utils.data import default_collate
 
 from awing.config import load_config
 from awing.data import LandmarkTrainingSet
+from awing.data.training import model_input
 from awing.engine.evaluate import open_dataset
 from awing.engine.train import StackedHeatmapLoss, build_model_from_config, build_optimizer, train
 
@@ -68,7 +71,7 @@ def bench_step(cfg, data: LandmarkTrainingSet, steps: int) -> dict[str, float]:
     batch = default_collate([data[i % len(data)] for i in range(cfg.data.batch_size)])
 
     def step() -> None:
-        loss, _ = criterion(model(batch["image"]), batch["heatmaps"], batch["point_weight"])
+        loss, _ = criterion(model(model_input(batch["image"])), data.targets(batch), batch["point_weight"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -30,11 +30,12 @@ DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "aflw-2
 COLOURS = {"left": (255, 140, 0), "right": (0, 120, 255), "centre": (255, 255, 255)}  # RGB
 
 
-def tile(item: dict, names: tuple[str, ...], codec, title: str) -> np.ndarray:
-    """One sample as an RGB uint8 image: crop, boundary in green, dots and decoded peaks, a title bar."""
-    image = (item["image"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+def tile(item: dict, data: LandmarkTrainingSet, title: str) -> np.ndarray:
+    """One sample of ``data`` as an RGB uint8 image: crop, boundary in green, dots and decoded peaks, a title bar."""
+    image = item["image"].numpy()  # the (S, S, 3) uint8 RGB crop
     size = image.shape[0]
-    heatmaps = item["heatmaps"].numpy()
+    names, codec = data.scheme.point_names, data.codec
+    heatmaps = data.targets(item).numpy()  # the landmark heatmaps as the trainer encodes them, then the boundary
     boundary = cv2.resize(heatmaps[-1], (size, size), interpolation=cv2.INTER_LINEAR)
     canvas = image.astype(np.float32)
     canvas[:, :, 1] = np.maximum(canvas[:, :, 1], 255 * boundary)
@@ -79,13 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     evaluation = LandmarkTrainingSet(dataset)
     train = LandmarkTrainingSet(dataset, augment=AugmentConfig(), seed=args.seed)
     train.set_epoch(args.epoch)
-    names = train.scheme.point_names
     indices = np.linspace(0, len(dataset) - 1, args.count).round().astype(int)
     tiles = []
     for index in indices:
         plain, augmented = evaluation[int(index)], train[int(index)]
-        tiles.append(tile(plain, names, evaluation.codec, f"i={index} evaluation crop"))
-        tiles.append(tile(augmented, names, train.codec, describe(augmented, plain)))
+        tiles.append(tile(plain, evaluation, f"i={index} evaluation crop"))
+        tiles.append(tile(augmented, train, describe(augmented, plain)))
     columns = 4
     while len(tiles) % columns:
         tiles.append(np.zeros_like(tiles[0]))

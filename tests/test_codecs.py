@@ -116,25 +116,63 @@ class TestEncodeSubpixel:
 
     def test_invalid_points_give_zero_channels(self):
         points = np.array(
-            [[-0.6, 10], [63.5, 10], [10, 64.0], [10, -0.51], [np.nan, 3], [-0.5, 10], [63.49, 63.49], [5, 5]],
+            [[-0.6, 10], [63.5, 10], [10, 64.0], [10, -0.51], [np.nan, 3], [3, np.nan], [-0.5, 10], [63.49, 63.49]]
+            + [[5, 5]],
             dtype=np.float32,
         )
-        visible = np.array([1, 1, 1, 1, 1, 1, 1, 0], dtype=bool)
+        visible = np.array([1, 1, 1, 1, 1, 1, 1, 1, 0], dtype=bool)
         heatmaps = HeatmapCodec().encode(points, visible)
         assert np.isfinite(heatmaps).all()
-        np.testing.assert_array_equal(heatmaps.reshape(8, -1).max(axis=1) > 0, [0, 0, 0, 0, 0, 1, 1, 0])
+        np.testing.assert_array_equal(heatmaps.reshape(9, -1).max(axis=1) > 0, [0, 0, 0, 0, 0, 0, 1, 1, 0])
 
-    def test_accepts_tensor_points(self):
+    def test_support_is_closed_disc(self):
+        """r = 3 sigma exactly is kept (exp(-4.5)); just beyond it, and every value below exp(-4.5), is 0."""
+        heatmap = HeatmapCodec(sigma=1.5).encode(np.array([[10.5, 20.0]]))[0]
+        assert heatmap[20, 15] == pytest.approx(math.exp(-4.5), rel=1e-6)  # dx = 4.5, dy = 0
+        assert heatmap[20, 6] == pytest.approx(math.exp(-4.5), rel=1e-6)  # dx = -4.5
+        assert heatmap[20, 16] == 0 and heatmap[21, 15] == 0 and heatmap[20, 5] == 0
+        assert ((heatmap == 0) | (heatmap >= np.float32(math.exp(-4.5)) * (1 - 1e-6))).all()
+
+    @pytest.mark.parametrize("mode", ["subpixel", "awing_official"])
+    def test_batched_tensor_on_device_equals_numpy(self, device, mode):
+        """(B, K, 2) tensors -> (B, K, H, W) on their device, equal to the numpy encoding of each face."""
+        rng = np.random.default_rng(3)
+        points = rng.uniform(-3, 66, (2, 3, 40, 2)).astype(np.float32)  # some outside the grid
+        points[0, 1, 5] = (np.nan, 7.0)
+        visible = rng.random((2, 3, 40)) < 0.8
+        codec = HeatmapCodec(mode=mode)
+        got = codec.encode(torch.from_numpy(points).to(device), torch.from_numpy(visible).to(device))
+        assert isinstance(got, torch.Tensor) and got.shape == (2, 3, 40, 64, 64) and got.dtype == torch.float32
+        assert got.device.type == device.type
+        for index in np.ndindex(2, 3):
+            expected = codec.encode(points[index], visible[index])
+            assert isinstance(expected, np.ndarray)
+            np.testing.assert_allclose(got[index].cpu().numpy(), expected, rtol=0, atol=1e-6)
+        assert (got.flatten(-2).amax(-1) > 0).sum() >= 150  # most channels are drawn
+        f64 = codec.encode(torch.from_numpy(points).double(), visible=visible)  # numpy visibility, float64 points
+        assert f64.dtype == torch.float32 and torch.equal(f64, got.cpu())
+
+    def test_accepts_tensor_and_list_points(self):
         points = np.array([[3.25, 9.5]], dtype=np.float32)
         codec = HeatmapCodec()
-        np.testing.assert_array_equal(codec.encode(torch.from_numpy(points)), codec.encode(points))
+        tensor = codec.encode(torch.from_numpy(points))
+        assert isinstance(tensor, torch.Tensor)  # tensor in, tensor out
+        np.testing.assert_array_equal(tensor.numpy(), codec.encode(points))
+        np.testing.assert_array_equal(codec.encode([[3.25, 9.5]]), codec.encode(points))
+        pair = np.array([[3.25, 9.5], [40.0, 20.5]], dtype=np.float32)
+        flipped = codec.encode(pair[::-1], visible=np.array([True, False])[::-1])  # negative-stride views
+        np.testing.assert_array_equal(flipped, codec.encode(pair[::-1].copy(), visible=[False, True]))
 
     def test_errors(self):
         codec = HeatmapCodec()
-        with pytest.raises(ValueError, match=r"landmarks_hm must have shape \(K, 2\), got \(5,\)"):
+        with pytest.raises(ValueError, match=r"landmarks_hm must have shape \(\.\.\., K, 2\), got \(5,\)"):
             codec.encode(np.zeros(5))
+        with pytest.raises(ValueError, match=r"landmarks_hm must have shape \(\.\.\., K, 2\), got \(2, 3\)"):
+            codec.encode(torch.zeros(2, 3))
         with pytest.raises(ValueError, match=r"visible must have shape \(3,\), got \(2,\)"):
             codec.encode(np.zeros((3, 2)), visible=np.ones(2, dtype=bool))
+        with pytest.raises(ValueError, match=r"visible must have shape \(2, 3\), got \(3,\)"):
+            codec.encode(torch.zeros(2, 3, 2), visible=torch.ones(3, dtype=torch.bool))
 
 
 class TestDecodeSubpixel:

@@ -15,6 +15,7 @@ from awing.config import ConfigError, DataConfig
 from awing.data import LandmarkDataset, LandmarkTrainingSet
 from awing.data.io import write_pts
 from awing.data.sample import make_record
+from awing.data.training import model_input
 from awing.engine.commands import add_eval_parser
 from awing.engine.evaluate import (
     default_norm,
@@ -157,7 +158,7 @@ class TestEvaluateModel:
         data = LandmarkTrainingSet.from_config(faces, cfg, train=False)
         items = [data[i] for i in range(len(data))]
         codec = data.codec
-        crops = torch.stack([item["image"] for item in items])
+        crops = model_input(torch.stack([item["image"] for item in items]))
 
         def encode(points):
             return torch.from_numpy(codec.encode(codec.to_heatmap(points)))
@@ -247,7 +248,7 @@ class TestRunEvaluation:
         for i in range(3):
             item = data[i]
             with torch.no_grad():
-                heatmaps = model(item["image"][None])[-1][:, :5]
+                heatmaps = model(model_input(item["image"][None]))[-1][:, :5]
             points_crop = data.codec.to_crop(data.codec.decode(heatmaps)[0][0]).numpy().astype(np.float64)
             matrix = item["matrix"].numpy()
             preds.append(np.linalg.solve(matrix[:, :2], (points_crop - matrix[:, 2]).T).T)

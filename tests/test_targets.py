@@ -1,4 +1,5 @@
-"""Tests of awing.data.targets (heatmaps, boundary, point weights) and awing.data.training (the torch Dataset)."""
+"""Tests of awing.data.targets (heatmaps, boundary, point weights) and awing.data.training (the torch Dataset,
+the device-side image conversion and targets)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ from awing.config import AugmentConfig, DataConfig
 from awing.data import CocoKeypointsDataset, DataError, LandmarkDataset, LandmarkRecord
 from awing.data.augment import GeometricParams, warp_face
 from awing.data.sample import make_record
-from awing.data.targets import make_targets, point_weights
-from awing.data.training import LandmarkTrainingSet, seed_worker
+from awing.data.targets import face_targets, heatmap_targets, make_targets, point_weights
+from awing.data.training import LandmarkTrainingSet, model_input, seed_worker
 from awing.geometry import box_to_crop_matrix, transform_points, warp_image
 from awing.landmarks import get_scheme
 
@@ -108,6 +109,96 @@ class TestMakeTargets:
             make_targets(points, visible, "subpixel", "aflw")
 
 
+class TestHeatmapTargets:
+    """The two halves: face_targets (worker, numpy) and heatmap_targets (batched, any device)."""
+
+    codec = HeatmapCodec(256, 64, sigma=1.5)
+
+    def faces(self) -> tuple[np.ndarray, np.ndarray]:
+        """Two warped WFLW faces (2, 98, 2) with invisible and outside points, and their visibility (2, 98)."""
+        face, scheme = wflw_face(), get_scheme(98)
+        points, visible = [], []
+        for params in (GeometricParams(1.1, 20.0, (5.0, -3.0)), GeometricParams(0.9, -35.0, (-30.0, 7.0), True)):
+            warped = warp_face(face.image, face.landmarks_img, face.visible, face.box, scheme, 256, params=params)
+            points.append(warped.landmarks_crop)
+            visible.append(warped.visible)
+        points, visible = np.stack(points), np.stack(visible)
+        visible[0, [3, 60]] = False
+        points[1, 70] = (-30.0, 40.0)
+        return points, visible
+
+    def test_face_targets(self):
+        points, visible = self.faces()
+        weight, boundary = face_targets(points[0], visible[0], self.codec, 98)
+        points_hm = self.codec.to_heatmap(points[0])
+        assert weight.dtype == np.float32 and np.array_equal(weight, point_weights(points_hm, visible[0], (64, 64)))
+        assert np.flatnonzero(weight == 0).tolist() == [3, 60]
+        expected = boundary_heatmap(points_hm, get_scheme(98), 64, sigma=1.0, visible=visible[0])
+        assert boundary.dtype == np.float32 and np.array_equal(boundary, expected)
+        assert face_targets(points[0], visible[0], self.codec, 98, with_boundary=False)[1] is None
+
+    def test_batch_on_device_equals_numpy_per_face(self, device):
+        points, visible = self.faces()
+        halves = [face_targets(p, v, self.codec, 98) for p, v in zip(points, visible, strict=True)]
+        weight = torch.from_numpy(np.stack([w for w, _ in halves])).to(device)
+        boundary = torch.from_numpy(np.stack([b for _, b in halves])).to(device)
+        got = heatmap_targets(torch.from_numpy(points).to(device), weight, self.codec, boundary)
+        assert got.shape == (2, 99, 64, 64) and got.dtype == torch.float32 and got.device == weight.device
+        for face in range(2):
+            expected, expected_weight = make_targets(points[face], visible[face], self.codec, 98)
+            assert np.array_equal(expected_weight, halves[face][0])
+            np.testing.assert_allclose(got[face].cpu().numpy(), expected, rtol=0, atol=1e-6)
+            # the landmark channels are the codec's Gaussians of the weight-1 points, the boundary is the worker's
+            points_hm = self.codec.to_heatmap(points[face])
+            np.testing.assert_array_equal(expected[:98], self.codec.encode(points_hm, visible=expected_weight > 0))
+            np.testing.assert_array_equal(expected[98], halves[face][1])
+        assert not got[1, 70].any() and not got[0, [3, 60]].any()
+        assert got[0, 0].max() > 0.8  # a weight-1 point's Gaussian
+        plain = heatmap_targets(torch.from_numpy(points).to(device), weight, self.codec)
+        assert torch.equal(plain, got[:, :98])
+
+    def test_weight_decides_the_channel(self):
+        """A point of weight 0 gets a zero channel even inside the grid (the weight travels, not the visibility)."""
+        points = torch.tensor([[100.0, 100.0], [120.0, 100.0]])
+        heatmaps = heatmap_targets(points, torch.tensor([1.0, 0.0]), self.codec)
+        # (100 + 0.5) / 4 - 0.5 = 24.625: pixel (x=25, y=25) is 0.375 px off on both axes
+        assert heatmaps[0, 25, 25] == pytest.approx(np.exp(-(2 * 0.375**2) / (2 * 1.5**2)), rel=1e-6)
+        assert not heatmaps[1].any()
+
+    def test_errors(self):
+        points, weight = torch.zeros(2, 5, 2), torch.ones(2, 5)
+        with pytest.raises(ValueError, match=r"boundary must have shape \(2, 64, 64\), got \(2, 32, 32\)"):
+            heatmap_targets(points, weight, self.codec, torch.zeros(2, 32, 32))
+        with pytest.raises(ValueError, match=r"visible must have shape \(2, 5\), got \(2, 4\)"):
+            heatmap_targets(points, weight[:, :4], self.codec)
+        with pytest.raises(TypeError, match="landmarks_crop and point_weight must be tensors, got ndarray"):
+            heatmap_targets(points.numpy(), weight, self.codec)
+
+
+class TestModelInput:
+    def test_values_and_layout(self, device):
+        crop = np.zeros((4, 5, 3), np.uint8)
+        crop[1, 2] = (0, 51, 255)  # RGB at row 1, column 2
+        batch = torch.from_numpy(np.stack([crop, 255 - crop]))
+        images = model_input(batch, device)
+        assert images.shape == (2, 3, 4, 5) and images.dtype == torch.float32 and images.is_contiguous()
+        assert images.device.type == device.type
+        assert images[0, :, 1, 2].tolist() == pytest.approx([0.0, 0.2, 1.0], abs=1e-7)
+        assert images[1, :, 1, 2].tolist() == pytest.approx([1.0, 0.8, 0.0], abs=1e-7)
+        assert images[0].sum() == pytest.approx(1.2, abs=1e-6)
+        # the values of the former float items: the crop permuted to CHW and divided by 255
+        assert torch.equal(images.cpu(), torch.from_numpy(np.stack([crop, 255 - crop])).permute(0, 3, 1, 2) / 255)
+        assert torch.equal(model_input(batch[0]), images[0].cpu())  # one item: (3, S, S)
+
+    def test_errors(self):
+        with pytest.raises(TypeError, match=r"uint8 \(\.\.\., S, S, 3\) tensor .*got torch.float32 \(2, 4, 4, 3\)"):
+            model_input(torch.zeros(2, 4, 4, 3))
+        with pytest.raises(TypeError, match=r"got torch.uint8 \(2, 3, 4, 4\)"):
+            model_input(torch.zeros(2, 3, 4, 4, dtype=torch.uint8))
+        with pytest.raises(TypeError, match="got ndarray None"):
+            model_input(np.zeros((4, 4, 3), np.uint8))
+
+
 # --- the torch Dataset -------------------------------------------------------------------------------------------
 
 SIZE, HEATMAP = 64, 16
@@ -148,10 +239,11 @@ def assert_same(a: dict, b: dict) -> None:
 
 class TestLandmarkTrainingSet:
     def test_item_layout(self, tmp_path):
-        item = training_set(write_dataset(tmp_path), augment=AugmentConfig())[2]
+        train = training_set(write_dataset(tmp_path), augment=AugmentConfig())
+        item = train[2]
         expected = {
-            "image": ((3, SIZE, SIZE), torch.float32),
-            "heatmaps": ((22, HEATMAP, HEATMAP), torch.float32),
+            "image": ((SIZE, SIZE, 3), torch.uint8),
+            "boundary": ((HEATMAP, HEATMAP), torch.float32),
             "point_weight": ((21,), torch.float32),
             "landmarks_crop": ((21, 2), torch.float32),
             "visible": ((21,), torch.bool),
@@ -159,11 +251,12 @@ class TestLandmarkTrainingSet:
         }
         for key, (shape, dtype) in expected.items():
             assert (tuple(item[key].shape), item[key].dtype) == (shape, dtype), key
-        assert item["index"] == 2
-        assert 0.0 <= item["image"].min() and item["image"].max() <= 1.0
+        assert item.keys() == {*expected, "index"} and item["index"] == 2
         batch = default_collate([item, item])
-        assert batch["image"].shape == (2, 3, SIZE, SIZE) and batch["image"].is_contiguous()
-        assert batch["index"].tolist() == [2, 2]
+        assert batch["image"].shape == (2, SIZE, SIZE, 3) and batch["index"].tolist() == [2, 2]
+        assert train.targets(batch).shape == (2, 22, HEATMAP, HEATMAP)
+        size = sum(v.numel() * v.element_size() for v in item.values() if isinstance(v, torch.Tensor))
+        assert size == SIZE * SIZE * 3 + HEATMAP * HEATMAP * 4 + 21 * 4 + 21 * 8 + 21 + 48  # what a worker ships
 
     def test_evaluation_is_the_crop(self, tmp_path):
         dataset = write_dataset(tmp_path)
@@ -172,21 +265,23 @@ class TestLandmarkTrainingSet:
         matrix = box_to_crop_matrix(BOX, SIZE, scale=1.4)
         assert np.array_equal(item["matrix"].numpy(), matrix)
         crop = warp_image(sample.image, matrix, SIZE)  # RGB: channel 0 of the tensor is red
-        assert torch.equal(item["image"], torch.from_numpy(crop).permute(2, 0, 1).float() / 255)
+        assert torch.equal(item["image"], torch.from_numpy(crop))
         assert np.allclose(item["landmarks_crop"].numpy(), transform_points(matrix, sample.landmarks_img), atol=1e-4)
 
     def test_invisible_points_are_kept(self, tmp_path):
         dataset = write_dataset(tmp_path)
-        item = training_set(dataset)[0]
+        data = training_set(dataset)
+        item = data[0]
         placeholder = transform_points(item["matrix"].numpy(), np.zeros((1, 2), np.float32))[0]
         assert np.allclose(item["landmarks_crop"][5].numpy(), placeholder, atol=1e-4)
-        assert item["point_weight"][5] == 0 and not item["visible"][5] and not item["heatmaps"][5].any()
+        assert item["point_weight"][5] == 0 and not item["visible"][5] and not data.targets(item)[5].any()
         assert item["point_weight"].sum() == 20
 
     def test_targets_match_the_points(self, tmp_path):
-        item = training_set(write_dataset(tmp_path), augment=AugmentConfig(), seed=3)[4]
+        train = training_set(write_dataset(tmp_path), augment=AugmentConfig(), seed=3)
+        item = train[4]
         codec = HeatmapCodec(SIZE, HEATMAP, sigma=1.0)
-        decoded, _ = codec.decode(item["heatmaps"][:21].numpy())
+        decoded, _ = codec.decode(train.targets(item)[:21].numpy())
         expected = codec.to_heatmap(item["landmarks_crop"].numpy())
         inner = (item["point_weight"].numpy() > 0) & ((expected >= 1) & (expected <= HEATMAP - 2)).all(axis=1)
         assert inner.sum() >= 10 and np.abs(decoded[inner] - expected[inner]).max() < 0.01
@@ -256,7 +351,7 @@ class TestLandmarkTrainingSet:
         cfg = DataConfig(scheme="aflw", input_size=SIZE, heatmap_size=HEATMAP, codec="awing_official", boundary=False)
         train = LandmarkTrainingSet.from_config(dataset, cfg, train=True, seed=5)
         assert train.augmenter.config == cfg.augment and train.seed == 5 and train.codec.mode == "awing_official"
-        assert train[0]["heatmaps"].shape == (21, HEATMAP, HEATMAP)
+        assert "boundary" not in train[0] and train.targets(train[0]).shape == (21, HEATMAP, HEATMAP)
         assert LandmarkTrainingSet.from_config(dataset, cfg, train=False).augmenter is None
 
     def test_errors(self, tmp_path):
@@ -282,9 +377,10 @@ class TestLandmarkTrainingSet:
         train = LandmarkTrainingSet(AFLWDataset(shared_data / "aflw-21", split="val"), augment=AugmentConfig())
         for index in (0, 1, 2):
             item = train[index]
-            decoded, _ = train.codec.decode(item["heatmaps"][:21].numpy())
+            target = train.targets(item)
+            decoded, _ = train.codec.decode(target[:21].numpy())
             expected = train.codec.to_heatmap(item["landmarks_crop"].numpy())
             # DARK's modulation biases points near the edge; 3 px inside, the round trip is within 0.05 px
             inner = (item["point_weight"].numpy() > 0) & ((expected >= 3) & (expected <= 60)).all(axis=1)
             assert inner.sum() >= 5 and np.abs(decoded[inner] - expected[inner]).max() < 0.05
-            assert item["heatmaps"][21].max() == 1.0
+            assert target[21].max() == 1.0

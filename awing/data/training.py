@@ -2,15 +2,20 @@
 
 Each item is a dict of tensors (``torch.utils.data.default_collate`` batches them; no custom collate is needed):
 
-- ``image``: (3, S, S) float32 RGB in [0, 1] (no mean/std normalisation, methods.md §3.1); a channels-last view
-  (strides (1, 3S, 3), half the conversion cost of a contiguous copy); ``default_collate`` stacks it into a
-  contiguous (B, 3, S, S) batch;
-- ``heatmaps``: (K + 1, H, W) float32, the boundary last ((K, H, W) without the boundary);
-- ``point_weight``: (K,) float32, 1 for visible points inside the crop, else 0 (their channels are zero);
-- ``landmarks_crop``: (K, 2) float32 crop pixels (every point, flip-permuted like the heatmaps);
+- ``image``: (S, S, 3) uint8 RGB crop, channels last as OpenCV makes it; :func:`model_input` turns a batch into the
+  network's float32 (B, 3, S, S) input in [0, 1] on the device (no mean/std normalisation, methods.md §3.1);
+- ``boundary``: (H, W) float32 boundary heatmap (only with ``boundary=True``);
+- ``point_weight``: (K,) float32, 1 for visible points inside the crop, else 0;
+- ``landmarks_crop``: (K, 2) float32 crop pixels (every point, flip-permuted with the image);
 - ``visible``: (K,) bool, permuted likewise;
 - ``matrix``: (2, 3) float64 image -> crop matrix (predictions map back by its inverse);
 - ``index``: the dataset index (an int; a (B,) int64 tensor after collation).
+
+The landmark heatmaps are not in the item: :meth:`LandmarkTrainingSet.targets` encodes them for a whole batch on
+the device from ``landmarks_crop`` and ``point_weight`` (awing.data.targets) and appends the boundary, giving the
+float32 (B, K + 1, H, W) target of the loss. An item is about 214 KB at 98 points, 256 / 64 (it was 2.4 MB with
+99 float32 maps and a float image, and a DataLoader worker spent as long copying that into shared memory as
+building it).
 
 Seeding. With augmentation, sample ``i`` of epoch ``e`` draws everything from ``sample_rng(seed, e, i)``, so it
 does not depend on the worker that builds it, the worker count or the order. :meth:`LandmarkTrainingSet.set_epoch`
@@ -19,8 +24,8 @@ loader for that epoch. DataLoader workers already get distinct python/numpy/torc
 :func:`seed_worker` as ``worker_init_fn`` to also seed OpenCV's generator per worker and keep OpenCV to one thread per
 worker (the workers are the parallelism).
 
-Cost (scripts/bench_data.py, 98 points at 256 / 64): about 2.8 ms of one core per item; a DataLoader worker also
-spends about 2 ms per item collating its 2.4 MB (99 float32 heatmaps and the float image) into shared memory.
+Cost (scripts/bench_data.py, 98 points at 256 / 64): about 2.1 ms of one core per item, 2.6 ms in a DataLoader
+worker with the collation into shared memory (about 390 items/s per worker).
 
 Typical use (``cfg`` a :class:`awing.config.TrainConfig`)::
 
@@ -30,6 +35,8 @@ Typical use (``cfg`` a :class:`awing.config.TrainConfig`)::
     for epoch in range(cfg.schedule.epochs):
         train.set_epoch(epoch)
         for batch in loader:
+            images = model_input(batch["image"], device)
+            target = train.targets(batch, device)
             ...
 """
 
@@ -48,10 +55,10 @@ from awing.config import AugmentConfig, DataConfig
 from awing.data.augment import augmenter_from, sample_rng, warp_face
 from awing.data.io import DataError
 from awing.data.sample import FaceSample
-from awing.data.targets import make_targets
+from awing.data.targets import face_targets, heatmap_targets
 from awing.landmarks import LandmarkScheme, get_scheme
 
-__all__ = ["LandmarkTrainingSet", "seed_worker"]
+__all__ = ["LandmarkTrainingSet", "model_input", "seed_worker"]
 
 
 class FaceDataset(Protocol):
@@ -60,6 +67,21 @@ class FaceDataset(Protocol):
     def __len__(self) -> int: ...
 
     def __getitem__(self, index: int) -> FaceSample: ...
+
+
+def model_input(images: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+    """Items' ``image`` -> network input: uint8 (..., S, S, 3) RGB -> float32 (..., 3, S, S) ``x / 255`` on ``device``.
+
+    The uint8 tensor is moved first (a quarter of the float32 bytes; ``non_blocking`` from pinned memory), then
+    converted there into a contiguous tensor (the values equal ``torch.from_numpy(crop).permute(2, 0, 1) / 255``).
+    ``device`` None keeps the tensor where it is.
+    """
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim < 3 or images.shape[-1] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else None
+        dtype = images.dtype if isinstance(images, torch.Tensor) else type(images).__name__
+        raise TypeError(f"images must be a uint8 (..., S, S, 3) tensor (items' 'image'), got {dtype} {shape}")
+    images = images.to(device, non_blocking=True).movedim(-1, -3)
+    return images.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
 
 
 def worker_context(num_workers: int) -> str | None:
@@ -199,15 +221,33 @@ class LandmarkTrainingSet(torch.utils.data.Dataset):
             params=None if rng is None else self.augmenter.sample_geometry(rng),
         )
         image = face.image if rng is None else self.augmenter.photometric(face.image, rng)
-        heatmaps, weight = make_targets(
+        weight, boundary = face_targets(
             face.landmarks_crop, face.visible, self.codec, self.scheme, with_boundary=self.boundary
         )
-        return {
-            "image": torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0),
-            "heatmaps": torch.from_numpy(heatmaps),
+        item = {
+            "image": torch.from_numpy(image),
             "point_weight": torch.from_numpy(weight),
             "landmarks_crop": torch.from_numpy(face.landmarks_crop),
             "visible": torch.from_numpy(face.visible),
             "matrix": torch.from_numpy(face.matrix),
             "index": index,
         }
+        if boundary is not None:
+            item["boundary"] = torch.from_numpy(boundary)
+        return item
+
+    def targets(self, batch: Mapping[str, torch.Tensor], device: torch.device | str | None = None) -> torch.Tensor:
+        """The loss target of a collated batch (or of one item), on ``device`` (None: where the batch is).
+
+        Returns:
+            float32 (B, K + 1, H, W) (boundary last; (B, K, H, W) without it; no B for an item): the codec's
+            heatmaps of ``landmarks_crop`` where ``point_weight > 0``, encoded on the device
+            (:func:`awing.data.targets.heatmap_targets`), and the item's ``boundary``.
+        """
+        boundary = batch["boundary"].to(device, non_blocking=True) if self.boundary else None
+        return heatmap_targets(
+            batch["landmarks_crop"].to(device, non_blocking=True),
+            batch["point_weight"].to(device, non_blocking=True),
+            self.codec,
+            boundary,
+        )

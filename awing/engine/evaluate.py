@@ -36,7 +36,7 @@ from tqdm import tqdm
 from awing.codecs import HeatmapCodec
 from awing.config import ConfigError, DataConfig, TrainConfig
 from awing.data import DATASETS, LandmarkDataset, LandmarkTrainingSet, build_dataset
-from awing.data.training import worker_context
+from awing.data.training import model_input, worker_context
 from awing.geometry import invert, transform_points
 from awing.landmarks import LandmarkScheme, get_scheme
 from awing.metrics import NORMS, auc, ced_curve, failure_rate, nme
@@ -161,7 +161,7 @@ def predict_landmarks(
         for batch in tqdm(
             loader, desc="eval", leave=False, disable=None if progress is None else not progress, file=sys.stderr
         ):
-            images = batch["image"].to(device, non_blocking=True)
+            images = model_input(batch["image"], device)
             heatmaps = _landmark_heatmaps(model, images, scheme.num_points, amp)
             if flip:
                 mirrored = _landmark_heatmaps(model, images.flip(-1), scheme.num_points, amp)

@@ -1,9 +1,11 @@
 """The training loop: config -> data, model, loss, optimiser, schedule -> checkpoints, logs, release weights.
 
-One optimiser step (architecture.md, Data flow): augmented crops -> model (all stacks) -> loss on every stack's
-landmark and boundary heatmaps against the same target, summed with equal weights (intermediate supervision,
-methods.md §3.4) -> backward (float16 autocast and gradient scaling on CUDA) -> optional gradient-norm clipping ->
-optimiser -> per-step learning-rate schedule -> optional EMA of the weights.
+One optimiser step (architecture.md, Data flow): augmented uint8 crops, made float on the device
+(:func:`awing.data.training.model_input`) -> model (all stacks) -> loss on every stack's landmark and boundary
+heatmaps against the same target (landmark heatmaps encoded on the device from the crop points, then the worker's
+boundary map: :meth:`~awing.data.training.LandmarkTrainingSet.targets`), summed with equal weights (intermediate
+supervision, methods.md §3.4) -> backward (float16 autocast and gradient scaling on CUDA) -> optional gradient-norm
+clipping -> optimiser -> per-step learning-rate schedule -> optional EMA of the weights.
 
 The loss per stack is ``mean(L(pred, target) · v · (W·M + 1))`` (methods.md §1.3, §2): ``L`` the AWing (or
 Wing / MSE / L1 for ablations), ``M`` the thresholded 3x3 dilation of the target, ``v`` the per-channel weight
@@ -47,7 +49,7 @@ from tqdm import tqdm
 
 from awing.config import ConfigError, LossConfig, OptimConfig, ScheduleConfig, TrainConfig, config_to_dict, save_config
 from awing.data import LandmarkTrainingSet, seed_worker
-from awing.data.training import worker_context
+from awing.data.training import model_input, worker_context
 from awing.engine.checkpoint import CheckpointManager
 from awing.engine.evaluate import default_norm, evaluate_model, open_dataset, resolve_device
 from awing.engine.loggers import build_logger
@@ -422,8 +424,8 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, device: torch.device, prog
             tick = time.perf_counter()
             for batch in bar:
                 data_time += time.perf_counter() - tick
-                images = batch["image"].to(device, non_blocking=True)
-                target = batch["heatmaps"].to(device, non_blocking=True)
+                images = model_input(batch["image"], device)
+                target = train_set.targets(batch, device)
                 point_weight = batch["point_weight"].to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                     outputs = train_model(images)
