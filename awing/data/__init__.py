@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from awing.data.aflw import AFLW2000Dataset, AFLWDataset, aflw_crop_points, aflw_is_validation, yaw_bin
+from awing.data.aflw68 import AFLW68Dataset
 from awing.data.base import LandmarkDataset
 from awing.data.cofw import COFWDataset, read_cofw_mat
 from awing.data.datasets import DATASETS, build_dataset
@@ -40,6 +41,7 @@ __all__ = [
     "W300Dataset",
     "WFLWDataset",
     "WFLW_FLAGS",
+    "AFLW68Dataset",
     "aflw_crop_points",
     "aflw_is_validation",
     "build_dataset",

@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from awing.data.aflw import AFLW2000Dataset, AFLWDataset
+from awing.data.aflw68 import AFLW68Dataset
 from awing.data.base import LandmarkDataset
 from awing.data.cofw import COFWDataset
 from awing.data.generic import CocoKeypointsDataset, PtsFolderDataset, SpigaJsonDataset
@@ -22,6 +23,7 @@ DATASETS: dict[str, type[LandmarkDataset]] = {
     "cofw": COFWDataset,
     "aflw2000-3d": AFLW2000Dataset,
     "aflw": AFLWDataset,
+    "aflw68": AFLW68Dataset,
     "pts": PtsFolderDataset,
     "coco": CocoKeypointsDataset,
     "spiga": SpigaJsonDataset,
