@@ -10,6 +10,8 @@ from awing.losses import AdaptiveWingLoss, adaptive_wing_loss, loss_weight_map  
 
 __all__ = [
     "AdaptiveWingLoss",
+    "Face",
+    "FaceAligner",
     "HeatmapCodec",
     "LandmarkScheme",
     "__version__",
@@ -17,3 +19,12 @@ __all__ = [
     "get_scheme",
     "loss_weight_map",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Lazy exports: ``awing.FaceAligner`` and ``awing.Face`` import the inference stack on first use."""
+    if name in ("Face", "FaceAligner"):
+        from awing import aligner
+
+        return getattr(aligner, name)
+    raise AttributeError(f"module 'awing' has no attribute {name!r}")

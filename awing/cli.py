@@ -10,6 +10,7 @@ from pathlib import Path
 from awing import __version__
 from awing.detection.commands import add_eval_detector_parser, add_train_detector_parser
 from awing.engine.commands import add_eval_parser, add_train_parser
+from awing.predict_cli import add_predict_parser
 
 
 def _fail(command: str, err: Exception) -> int:
@@ -73,6 +74,7 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
 
 
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], object], ...] = (
+    add_predict_parser,
     add_train_parser,
     add_eval_parser,
     add_train_detector_parser,

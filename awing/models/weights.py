@@ -6,7 +6,9 @@ A ``.safetensors`` file written by :func:`save_weights` rebuilds its model alone
 - ``model_config``: JSON of :meth:`ModelConfig.to_dict`;
 - ``scheme``: landmark scheme name (absent when the point count has no scheme);
 - ``input_size``: side of the input crop;
-- ``awing_version``: the writing version.
+- ``awing_version``: the writing version;
+- any ``extra_metadata`` given to :func:`save_weights` (e.g. the inference settings of :mod:`awing.aligner`: keys
+  ``data`` and ``box_adapter``). :func:`read_metadata` reads them back.
 
 A ``.pth``/``.pt`` file is read with ``torch.load(..., weights_only=True)`` (``awing.engine.checkpoint``). It holds
 either a bare state dict (the official checkpoint; the config is inferred from the tensors, methods.md §3.8) or a dict
@@ -115,21 +117,49 @@ def _check_scheme(scheme: str | None, config: ModelConfig) -> str | None:
     return found.name
 
 
-def save_weights(model: StackedHourglass, path: str | Path, *, scheme: str | None = None) -> Path:
+RESERVED_METADATA = ("format", "model_config", "input_size", "awing_version", "scheme")
+"""Metadata keys written by :func:`save_weights` itself; ``extra_metadata`` may not use them."""
+
+
+def _check_extra_metadata(extra: Mapping[str, str] | None) -> dict[str, str]:
+    if extra is None:
+        return {}
+    if not isinstance(extra, Mapping):
+        raise TypeError(f"extra_metadata must be a mapping of str to str, got {type(extra).__name__}")
+    bad = [f"{k!r}: {type(v).__name__}" for k, v in extra.items() if not isinstance(k, str) or not isinstance(v, str)]
+    if bad:
+        raise TypeError(f"extra_metadata must map str to str (JSON-encode other values), got {', '.join(bad)}")
+    clash = sorted(set(extra) & set(RESERVED_METADATA))
+    if clash:
+        raise ValueError(f"extra_metadata may not set the reserved keys {clash} (reserved: {list(RESERVED_METADATA)})")
+    return dict(extra)
+
+
+def save_weights(
+    model: StackedHourglass,
+    path: str | Path,
+    *,
+    scheme: str | None = None,
+    extra_metadata: Mapping[str, str] | None = None,
+) -> Path:
     """Write ``model``'s state dict and metadata to a ``.safetensors`` file (see the module docstring).
 
     Args:
         model: the network (unwrap DataParallel / torch.compile first, or pass ``.module`` / ``._orig_mod``).
         path: output file, ending in ``.safetensors``; parent folders are created.
         scheme: landmark scheme name; default ``get_scheme(num_landmarks).name`` when it exists.
+        extra_metadata: further str -> str entries stored beside the standard ones (not the keys in
+            :data:`RESERVED_METADATA`).
     """
     if not isinstance(model, StackedHourglass):
         raise TypeError(f"save_weights expects a StackedHourglass, got {type(model).__name__}")
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"weights are saved as .safetensors, got {path.name!r}")
+    extra = _check_extra_metadata(extra_metadata)
     config = model.config
     metadata = {
+        **extra,
         "format": WEIGHTS_FORMAT,
         "model_config": json.dumps(config.to_dict()),
         "input_size": str(config.input_size),
@@ -153,6 +183,24 @@ def read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     except (SafetensorError, OSError) as err:
         raise ValueError(f"{path} is not a readable .safetensors file: {err}") from err
     return tensors, metadata
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The str -> str metadata of a weights file without loading its tensors.
+
+    ``.safetensors``: the header's metadata (empty when there is none); ``.pth`` / ``.pt`` have none: ``{}``.
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for an unreadable one.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    if path.suffix.lower() not in SAFETENSORS_SUFFIXES:
+        return {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path} is not a readable .safetensors file: {err}") from err
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], WeightsInfo]:

@@ -1,0 +1,671 @@
+"""``FaceAligner``: images -> faces with landmarks in original-image pixels (architecture.md, Data flow).
+
+Per image: face boxes from the detector (or the caller's boxes, or the whole image when there is no detector) ->
+the box adapter (detector boxes only) -> one crop matrix per face (:func:`awing.geometry.box_to_crop_matrix`,
+side ``crop_scale * max(w, h)``) -> ``cv2.warpAffine`` from the original image to the ``S x S`` input -> all faces
+of a batch of images through the network together -> the last stack's landmark heatmaps (boundary channel
+dropped) -> optional flip test -> :meth:`HeatmapCodec.decode` (DARK sub-pixel) -> ``to_crop`` -> the inverse crop
+matrix -> landmarks in original-image pixels (float32, never rounded).
+
+The crop is always warped from the original image, whatever its size (the detector alone works on a copy resized
+to its ``input_max_side``), exactly as training crops are made (:func:`awing.data.augment.warp_face`).
+
+**Inference settings** come from the landmark weights' metadata (:class:`InferenceSettings`, keys ``data`` and
+``box_adapter``, written with ``save_weights(..., extra_metadata=settings.to_metadata())``); absent keys take the
+training defaults of :class:`awing.config.DataConfig` (crop_scale 1.25, subpixel codec, sigma 1.5) and the
+identity adapter.
+
+**Box adapter.** The model was trained on crops around boxes of one convention (e.g. the tight box of the
+ground-truth points); a detector's boxes sit differently on the face. :class:`BoxAdapter` maps a detector box to
+the training convention by a centre shift in fractions of the box's width and height and a scale of its sides.
+It is applied to detector boxes only; boxes given by the caller are taken to be in the model's own convention.
+
+**Scores.** ``Face.box_score`` is the detector's face probability (``None`` for caller boxes and whole-image
+faces); ``Face.scores`` holds each point's heatmap maximum (the raw peak value of the decoded channel; about 1 on a
+confident point, near 0 on a lost one; not a probability).
+
+**Flip test** (``flip_test=True``): each crop is also run mirrored (``x' = S - 1 - x``); the mirrored heatmaps are
+flipped back and their channels permuted by the scheme's ``flip_index``
+(:func:`awing.engine.evaluate.flip_heatmaps_back`), then averaged with the plain ones before decoding, as in
+``awing eval``.
+
+**No face** is an empty list. ``get_landmarks_from_image`` / ``get_landmarks_from_directory`` mirror the
+face-alignment library's methods (and its ``None`` for no face) for users switching from it.
+
+Bundled weights: ``from_pretrained()`` loads ``awing/assets/landmarks_68.safetensors`` and
+``awing/assets/detector.safetensors``, installed with the package; nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from awing.codecs import MODES, HeatmapCodec
+from awing.data.io import DataError
+from awing.detection.detector import FaceDetector
+from awing.geometry import box_to_crop_matrix, invert, transform_points, warp_image
+from awing.imread import as_rgb_image, list_images, load_image
+from awing.landmarks import get_scheme
+from awing.models.hourglass import ModelConfig
+from awing.models.weights import default_scheme, model_from_state_dict, read_metadata, read_weights
+
+__all__ = [
+    "ASSETS_DIR",
+    "BUNDLED",
+    "BUNDLED_DETECTOR",
+    "BUNDLED_LANDMARKS",
+    "BoxAdapter",
+    "Face",
+    "FaceAligner",
+    "ImagePrediction",
+    "InferenceSettings",
+    "resolve_device",
+]
+
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+BUNDLED_LANDMARKS = ASSETS_DIR / "landmarks_68.safetensors"
+BUNDLED_DETECTOR = ASSETS_DIR / "detector.safetensors"
+BUNDLED = "bundled"
+"""``detector=BUNDLED`` selects the detector installed with the package."""
+MAX_FACES_PER_FORWARD = 64
+"""Faces per network call: a batch's faces go through together, in chunks of at most this many (memory bound)."""
+
+ImageInput = np.ndarray | str | Path
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when present, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:N"`` as given (CUDA must exist)."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use 'auto' or 'cpu'")
+    return resolved
+
+
+def _finite(value: Any, name: str, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return float(value)
+
+
+def _json_object(text: str, key: str) -> dict[str, Any]:
+    """The JSON object stored under weights metadata ``key``; ``ValueError`` naming the key otherwise."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"weights metadata {key!r} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"weights metadata {key!r} must be a JSON object, got {text!r}")
+    return data
+
+
+def _check_keys(cls: type, data: Mapping[str, Any], extra: tuple[str, ...] = ()) -> None:
+    known = {f.name for f in fields(cls)} | set(extra)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys {unknown}; valid keys: {sorted(known)}")
+
+
+@dataclass(frozen=True)
+class BoxAdapter:
+    """Linear map from a detector's boxes to the box convention the landmark model was trained with.
+
+    For a box ``(x0, y0, x1, y1)`` with size ``(w, h)`` and centre ``(cx, cy)``, the adapted box has centre
+    ``(cx + shift_x * w, cy + shift_y * h)`` and size ``(scale * w, scale * h)``. The identity by default.
+
+    >>> BoxAdapter(shift_y=0.1, scale=0.5)(np.array([[0.0, 0.0, 100.0, 200.0]])).tolist()
+    [[25.0, 70.0, 75.0, 170.0]]
+    """
+
+    shift_x: float = 0.0
+    shift_y: float = 0.0
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("shift_x", "shift_y"):
+            object.__setattr__(self, name, _finite(getattr(self, name), f"BoxAdapter.{name}"))
+        object.__setattr__(self, "scale", _finite(self.scale, "BoxAdapter.scale", positive=True))
+
+    def __call__(self, boxes: np.ndarray) -> np.ndarray:
+        """Adapt ``(N, 4)`` xyxy boxes -> float64 ``(N, 4)``."""
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        size = boxes[:, 2:] - boxes[:, :2]
+        centre = 0.5 * (boxes[:, :2] + boxes[:, 2:]) + size * (self.shift_x, self.shift_y)
+        half = 0.5 * self.scale * size
+        return np.concatenate([centre - half, centre + half], axis=1)
+
+    def to_dict(self) -> dict[str, float]:
+        return {"shift_x": self.shift_x, "shift_y": self.shift_y, "scale": self.scale}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BoxAdapter:
+        _check_keys(cls, data)
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How a landmark model's crops and heatmaps were made in training (stored in its weights' metadata).
+
+    Attributes:
+        crop_scale: crop side = ``crop_scale * max(w, h)`` of the (adapted) face box (``DataConfig.crop_scale``).
+        codec: heatmap decoder, ``"subpixel"`` (DARK) or ``"awing_official"`` (``DataConfig.codec``).
+        sigma: Gaussian std in heatmap pixels of the subpixel codec (its DARK modulation uses it).
+        box_adapter: detector box -> training box convention.
+
+    Metadata (str -> str, :meth:`to_metadata`): ``data`` = JSON ``{"crop_scale", "codec", "sigma"}`` (optional
+    ``input_size`` / ``heatmap_size`` entries are checked against the model), ``box_adapter`` = JSON
+    ``{"shift_x", "shift_y", "scale"}``. A missing key or entry takes the default.
+    """
+
+    crop_scale: float = 1.25
+    codec: str = "subpixel"
+    sigma: float = 1.5
+    box_adapter: BoxAdapter = field(default_factory=BoxAdapter)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "crop_scale", _finite(self.crop_scale, "crop_scale", positive=True))
+        object.__setattr__(self, "sigma", _finite(self.sigma, "sigma", positive=True))
+        if self.codec not in MODES:
+            raise ValueError(f"codec must be one of {MODES}, got {self.codec!r}")
+        if not isinstance(self.box_adapter, BoxAdapter):
+            raise TypeError(f"box_adapter must be a BoxAdapter, got {type(self.box_adapter).__name__}")
+
+    def to_metadata(self) -> dict[str, str]:
+        """The ``data`` and ``box_adapter`` metadata entries (for ``save_weights(..., extra_metadata=...)``)."""
+        data = {"crop_scale": self.crop_scale, "codec": self.codec, "sigma": self.sigma}
+        return {"data": json.dumps(data), "box_adapter": json.dumps(self.box_adapter.to_dict())}
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, str], config: ModelConfig | None = None) -> InferenceSettings:
+        """Parse the ``data`` / ``box_adapter`` entries of weights metadata; ``config`` checks stored sizes."""
+        data = _json_object(metadata["data"], "data") if "data" in metadata else {}
+        _check_keys(cls, data, extra=("input_size", "heatmap_size"))
+        if "box_adapter" in data:
+            raise ValueError("weights metadata 'data' must not hold box_adapter; it is its own metadata key")
+        if config is not None:
+            for name in ("input_size", "heatmap_size"):
+                if name in data and data[name] != getattr(config, name):
+                    raise ValueError(
+                        f"weights metadata 'data' says {name}={data[name]!r} but the model has {getattr(config, name)}"
+                    )
+        settings = {k: v for k, v in data.items() if k not in ("input_size", "heatmap_size")}
+        if "box_adapter" in metadata:
+            settings["box_adapter"] = BoxAdapter.from_dict(_json_object(metadata["box_adapter"], "box_adapter"))
+        return cls(**settings)
+
+    def make_codec(self, config: ModelConfig) -> HeatmapCodec:
+        """The decoder for a model of ``config`` (its input and heatmap sizes)."""
+        sigma = None if self.codec == "awing_official" else self.sigma
+        return HeatmapCodec(config.input_size, config.heatmap_size, sigma=sigma, mode=self.codec)
+
+
+@dataclass(frozen=True, eq=False)
+class Face:
+    """One face of an image; coordinates in original-image pixels (``awing.geometry`` convention).
+
+    Attributes:
+        box: ``(4,)`` float32 ``(x0, y0, x1, y1)``: the detector's box (before the box adapter), the caller's box,
+            or the whole image ``(-0.5, -0.5, W - 0.5, H - 0.5)``.
+        box_score: the detector's face probability; ``None`` when the box did not come from the detector.
+        landmarks: ``(K, 2)`` float32 ``(x, y)``, never rounded.
+        scores: ``(K,)`` float32 per-point heatmap maxima.
+        scheme: landmark scheme name (``awing.landmarks.get_scheme``).
+    """
+
+    box: np.ndarray
+    box_score: float | None
+    landmarks: np.ndarray
+    scores: np.ndarray
+    scheme: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; floats are the exact float32 values (``json`` writes them without loss)."""
+        return {
+            "box": self.box.tolist(),
+            "box_score": self.box_score,
+            "landmarks": self.landmarks.tolist(),
+            "scores": self.scores.tolist(),
+            "scheme": self.scheme,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Face:
+        """Inverse of :meth:`to_dict` (float32 arrays)."""
+        score = data["box_score"]
+        return cls(
+            box=np.asarray(data["box"], dtype=np.float32).reshape(4),
+            box_score=None if score is None else float(score),
+            landmarks=np.asarray(data["landmarks"], dtype=np.float32).reshape(-1, 2),
+            scores=np.asarray(data["scores"], dtype=np.float32).reshape(-1),
+            scheme=str(data["scheme"]),
+        )
+
+
+@dataclass(eq=False)
+class ImagePrediction:
+    """The outcome for one image file of :meth:`FaceAligner.predict_files`.
+
+    Attributes:
+        path: the file.
+        faces: its faces (empty when none was found or on error).
+        size: ``(width, height)`` of the upright image, ``None`` on error.
+        error: why the file failed (unreadable, bad boxes), ``None`` on success.
+        image: the RGB image when ``keep_images=True`` (else ``None``).
+    """
+
+    path: Path
+    faces: list[Face]
+    size: tuple[int, int] | None = None
+    error: str | None = None
+    image: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"image", "width", "height", "faces"}`` (``{"image", "error"}`` for a failed file)."""
+        if self.error is not None:
+            return {"image": str(self.path), "error": self.error}
+        width, height = self.size
+        return {"image": str(self.path), "width": width, "height": height, "faces": [f.to_dict() for f in self.faces]}
+
+
+def _as_boxes(boxes: Any, name: str = "boxes") -> np.ndarray:
+    """Caller boxes -> float64 ``(N, 4)``: ``(N, 4)`` or ``(N, 5)`` (a fifth column, a score, is ignored), finite,
+    ``x1 > x0`` and ``y1 > y0``. Raises ``ValueError`` naming the bad box."""
+    expected = f"{name} must have shape (N, 4) or (N, 5) (x0, y0, x1, y1[, score])"
+    try:
+        array = np.asarray(boxes, dtype=np.float64)
+    except (TypeError, ValueError):  # ragged: rows of 4 and of 5 numbers, or not numbers
+        try:
+            rows = [np.asarray(row, dtype=np.float64).reshape(-1) for row in boxes]
+        except (TypeError, ValueError):
+            raise ValueError(f"{expected}, got {boxes!r}") from None
+        if any(len(row) not in (4, 5) for row in rows):
+            raise ValueError(f"{expected}, got rows of {sorted({len(row) for row in rows})} numbers") from None
+        array = np.stack([row[:4] for row in rows])
+    if array.size == 0:
+        return np.zeros((0, 4))
+    if array.ndim == 1:
+        array = array[None]
+    if array.ndim != 2 or array.shape[1] not in (4, 5):
+        raise ValueError(f"{expected}, got {array.shape}")
+    array = array[:, :4]
+    bad = ~np.isfinite(array).all(axis=1) | (array[:, 2] <= array[:, 0]) | (array[:, 3] <= array[:, 1])
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{name}[{i}] must be finite with x1 > x0 and y1 > y0, got {array[i].tolist()}")
+    return array
+
+
+def _whole_image_box(image: np.ndarray) -> np.ndarray:
+    height, width = image.shape[:2]
+    return np.array([[-0.5, -0.5, width - 0.5, height - 0.5]])
+
+
+class FaceAligner:
+    """Face boxes and landmarks for images of any size (see the module docstring for the pipeline).
+
+    Args:
+        model: landmark network: ``model(B x 3 x S x S RGB in [0, 1])`` returns a list of per-stack
+            ``B x (K [+ boundary]) x S/4 x S/4`` heatmaps, and ``model.config`` is its
+            :class:`~awing.models.hourglass.ModelConfig`. It is copied, put in eval mode and moved to ``device``.
+        detector: a :class:`~awing.detection.detector.FaceDetector` (kept as given, on its own device), or
+            ``None``: without caller boxes the whole image is one face.
+        scheme: landmark scheme; default from the point count.
+        settings: crop and decoding settings (default :class:`InferenceSettings`).
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        batch_size: images per batch in :meth:`predict_files` (all their faces go through the network together).
+        flip_test: average with the mirrored crop's heatmaps.
+
+    >>> from awing.models import StackedHourglass
+    >>> model = StackedHourglass(num_stacks=1, num_landmarks=68, features=16, depth=1, input_size=32)
+    >>> aligner = FaceAligner(model, detector=None, device="cpu")  # or FaceAligner.from_pretrained()
+    >>> faces = aligner.predict(np.zeros((90, 120, 3), np.uint8))  # no detector: the whole image is the face
+    >>> len(faces), faces[0].landmarks.shape, faces[0].box.tolist()
+    (1, (68, 2), [-0.5, -0.5, 119.5, 89.5])
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        detector: FaceDetector | None = None,
+        *,
+        scheme: str | int | None = None,
+        settings: InferenceSettings | None = None,
+        device: str | torch.device = "auto",
+        batch_size: int = 8,
+        flip_test: bool = False,
+    ) -> None:
+        if not isinstance(model, nn.Module) or not isinstance(getattr(model, "config", None), ModelConfig):
+            raise TypeError(
+                f"model must be an nn.Module with a ModelConfig in .config (e.g. a StackedHourglass), "
+                f"got {type(model).__name__}"
+            )
+        if detector is not None and not isinstance(detector, FaceDetector):
+            raise TypeError(f"detector must be a FaceDetector or None, got {type(detector).__name__}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.config: ModelConfig = model.config
+        name = default_scheme(self.config.num_landmarks) if scheme is None else scheme
+        if name is None:
+            raise ValueError(f"no landmark scheme has {self.config.num_landmarks} points; pass scheme=")
+        self.scheme = get_scheme(name)
+        if self.scheme.num_points != self.config.num_landmarks:
+            raise ValueError(
+                f"scheme {self.scheme.name} has {self.scheme.num_points} points but the model predicts "
+                f"{self.config.num_landmarks}"
+            )
+        self.settings = InferenceSettings() if settings is None else settings
+        if not isinstance(self.settings, InferenceSettings):
+            raise TypeError(f"settings must be InferenceSettings, got {type(self.settings).__name__}")
+        self.codec = self.settings.make_codec(self.config)
+        self.device = resolve_device(device)
+        self.model = copy.deepcopy(model).eval().to(self.device, memory_format=torch.channels_last)
+        self.detector = detector
+        self.batch_size = batch_size
+        self.flip_test = bool(flip_test)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path | None = None,
+        device: str | torch.device = "auto",
+        *,
+        detector: str | Path | FaceDetector | None = BUNDLED,
+        **kwargs: Any,
+    ) -> FaceAligner:
+        """Load landmark weights (``.safetensors`` with awing metadata, or ``.pth``) and a detector.
+
+        Args:
+            path: landmark weights; ``None`` = the bundled ``awing/assets/landmarks_68.safetensors``.
+            device: see :class:`FaceAligner`; the detector runs there too.
+            detector: :data:`BUNDLED` (``awing/assets/detector.safetensors``), a detector weights file
+                (:func:`awing.detection.save_detector`), a :class:`FaceDetector`, or ``None`` (no detector).
+            kwargs: ``scheme``, ``settings`` (default: from the weights' metadata), ``batch_size``, ``flip_test``.
+
+        Raises ``FileNotFoundError`` naming a missing file (a bundled one included) and ``ValueError`` for a file
+        that is not awing weights.
+        """
+        path = _bundled(BUNDLED_LANDMARKS, "landmark model") if path is None else Path(path)
+        state_dict, info = read_weights(path)
+        if "settings" not in kwargs:
+            kwargs["settings"] = InferenceSettings.from_metadata(read_metadata(path), info.config)
+        kwargs.setdefault("scheme", info.scheme)
+        device = resolve_device(device)
+        if isinstance(detector, (str, Path)):
+            detector_path = _bundled(BUNDLED_DETECTOR, "detector") if detector == BUNDLED else Path(detector)
+            detector = FaceDetector.from_weights(detector_path, device=device)
+        return cls(model_from_state_dict(state_dict, info.config), detector, device=device, **kwargs)
+
+    def __repr__(self) -> str:
+        return (
+            f"FaceAligner(scheme={self.scheme.name}, input_size={self.config.input_size}, {self.settings}, "
+            f"detector={self.detector!r}, device={self.device}, batch_size={self.batch_size}, "
+            f"flip_test={self.flip_test})"
+        )
+
+    # -- prediction ---------------------------------------------------------------------------------------------
+
+    def predict(self, image: ImageInput, boxes: Any = None) -> list[Face]:
+        """Faces in one image.
+
+        Args:
+            image: RGB array (``H x W x 3``; grey, RGBA and uint16 are converted) or an image file path (read with
+                :func:`awing.imread.load_image`, EXIF orientation applied).
+            boxes: optional ``(N, 4)`` (or ``(N, 5)``, a score column ignored) xyxy face boxes in image pixels,
+                in the model's box convention; they replace detection (the box adapter is not applied).
+
+        Returns:
+            The faces, by decreasing detector score (caller boxes keep their order); ``[]`` when there is none.
+        """
+        return self.predict_batch([image], None if boxes is None else [boxes])[0]
+
+    def predict_batch(self, images: Sequence[ImageInput], boxes: Sequence[Any] | None = None) -> list[list[Face]]:
+        """:meth:`predict` for several images: one detector call, then all faces through the network together.
+
+        ``boxes``, when given, has one entry per image: ``None`` (detect) or that image's boxes.
+        """
+        if isinstance(images, (np.ndarray, str, Path)):
+            raise TypeError("predict_batch expects a list of images; use predict() for a single image")
+        images = [self._read(image, i) for i, image in enumerate(images)]
+        if boxes is not None and len(boxes) != len(images):
+            raise ValueError(f"boxes must have one entry per image: {len(images)} images, {len(boxes)} entries")
+        boxes = [
+            None if b is None else _as_boxes(b, f"boxes[{i}]") for i, b in enumerate(boxes or [None] * len(images))
+        ]
+        return self._predict_arrays(images, boxes)
+
+    @staticmethod
+    def _read(image: ImageInput, index: int) -> np.ndarray:
+        if isinstance(image, (str, Path)):
+            return load_image(image)
+        return as_rgb_image(image, f"images[{index}]")
+
+    def _boxes(self, images: list[np.ndarray], boxes: list[np.ndarray | None]) -> list[tuple[np.ndarray, Any]]:
+        """Per image: ``(boxes (N, 4) float64, box scores (N,) float32 or None)``; detection runs in one call."""
+        todo = [i for i, b in enumerate(boxes) if b is None and self.detector is not None]
+        detected = dict(zip(todo, self.detector.detect_batch([images[i] for i in todo]) if todo else [], strict=True))
+        out = []
+        for i, (image, given) in enumerate(zip(images, boxes, strict=True)):
+            if given is not None:
+                out.append((given, None))
+            elif i in detected:
+                found = detected[i]["boxes"].astype(np.float64)
+                good = np.isfinite(found).all(axis=1) & (found[:, 2] > found[:, 0]) & (found[:, 3] > found[:, 1])
+                out.append((found[good], detected[i]["scores"][good]))
+            else:
+                out.append((_whole_image_box(image), None))
+        return out
+
+    def _predict_arrays(self, images: list[np.ndarray], boxes: list[np.ndarray | None]) -> list[list[Face]]:
+        found = self._boxes(images, boxes)
+        size = self.config.input_size
+        crops, matrices = [], []
+        for image, (face_boxes, scores) in zip(images, found, strict=True):
+            crop_boxes = face_boxes if scores is None else self.settings.box_adapter(face_boxes)
+            for box in crop_boxes:
+                matrices.append(box_to_crop_matrix(box, size, self.settings.crop_scale))
+                crops.append(warp_image(image, matrices[-1], size))
+        landmarks, point_scores = self._landmarks(crops, matrices)
+        results: list[list[Face]] = []
+        first = 0  # index of the image's first face among all crops
+        for face_boxes, scores in found:
+            results.append(
+                [
+                    Face(
+                        box=box.astype(np.float32),
+                        box_score=None if scores is None else float(scores[j]),
+                        landmarks=landmarks[first + j],
+                        scores=point_scores[first + j],
+                        scheme=self.scheme.name,
+                    )
+                    for j, box in enumerate(face_boxes)
+                ]
+            )
+            first += len(face_boxes)
+        return results
+
+    @torch.inference_mode()
+    def _landmarks(self, crops: list[np.ndarray], matrices: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Crops ``S x S x 3`` uint8 -> landmarks ``(N, K, 2)`` in image pixels and point scores ``(N, K)``."""
+        num = self.scheme.num_points
+        if not crops:
+            return np.zeros((0, num, 2), np.float32), np.zeros((0, num), np.float32)
+        landmarks, scores = [], []
+        for start in range(0, len(crops), MAX_FACES_PER_FORWARD):
+            batch = torch.from_numpy(np.stack(crops[start : start + MAX_FACES_PER_FORWARD])).to(self.device)
+            x = batch.permute(0, 3, 1, 2).float().div_(255.0)  # NHWC memory: already channels-last
+            if self.flip_test:
+                from awing.engine.evaluate import flip_heatmaps_back
+
+                heatmaps = self.model(torch.cat([x, x.flip(-1)]))[-1][:, :num].float()
+                plain, mirrored = heatmaps.chunk(2)
+                heatmaps = 0.5 * (plain + flip_heatmaps_back(mirrored, self.scheme.flip_index))
+            else:
+                heatmaps = self.model(x)[-1][:, :num].float()
+            points_hm, peak = self.codec.decode(heatmaps)
+            landmarks.append(self.codec.to_crop(points_hm).cpu().numpy())
+            scores.append(peak.cpu().numpy())
+        points_crop = np.concatenate(landmarks)
+        points_img = [transform_points(invert(m), p) for m, p in zip(matrices, points_crop, strict=True)]
+        return np.stack(points_img).astype(np.float32), np.concatenate(scores).astype(np.float32)
+
+    # -- files and folders --------------------------------------------------------------------------------------
+
+    def predict_files(
+        self,
+        paths: Iterable[str | Path],
+        boxes: Sequence[Any] | None = None,
+        *,
+        keep_images: bool = False,
+        progress: bool | None = False,
+    ) -> Iterator[ImagePrediction]:
+        """Predict image files ``batch_size`` at a time; one :class:`ImagePrediction` per path, in order.
+
+        A file that cannot be read, or whose ``boxes`` entry is invalid, gives an ``ImagePrediction`` with
+        ``error`` set; the other files of its batch are processed. ``boxes``: one entry per path (``None`` =
+        detect). ``progress``: a tqdm bar on stderr (``None``: only on a terminal).
+        """
+        from tqdm import tqdm
+
+        paths = [Path(p) for p in paths]
+        if boxes is not None and len(boxes) != len(paths):
+            raise ValueError(f"boxes must have one entry per path: {len(paths)} paths, {len(boxes)} entries")
+        bar = tqdm(total=len(paths), desc="predict", unit="img", file=sys.stderr, disable=_disable(progress))
+        try:
+            for start in range(0, len(paths), self.batch_size):
+                chunk = range(start, min(start + self.batch_size, len(paths)))
+                results = [self._load(paths[i], None if boxes is None else boxes[i]) for i in chunk]
+                good = [r for r in results if r[0].ok]
+                faces = self._predict_arrays([r[1] for r in good], [r[2] for r in good]) if good else []
+                for (result, image, _), found in zip(good, faces, strict=True):
+                    result.faces = found
+                    result.image = image if keep_images else None
+                for result, _, _ in results:
+                    bar.update(1)
+                    yield result
+        finally:
+            bar.close()
+
+    @staticmethod
+    def _load(path: Path, boxes: Any) -> tuple[ImagePrediction, np.ndarray | None, np.ndarray | None]:
+        try:
+            image = load_image(path)
+        except DataError as err:
+            return ImagePrediction(path, [], error=str(err)), None, None
+        try:
+            given = None if boxes is None else _as_boxes(boxes)
+        except ValueError as err:
+            return ImagePrediction(path, [], error=f"{path}: {err}"), None, None
+        return ImagePrediction(path, [], size=(image.shape[1], image.shape[0])), image, given
+
+    def iter_directory(
+        self, directory: str | Path, recursive: bool = False, progress: bool | None = None
+    ) -> Iterator[ImagePrediction]:
+        """:meth:`predict_files` over the images of ``directory`` (:func:`awing.imread.list_images`, sorted);
+        an empty folder yields nothing. Raises ``NotADirectoryError`` when it is not a folder."""
+        return self.predict_files(list_images(directory, recursive), progress=progress)
+
+    # -- face-alignment compatible names ------------------------------------------------------------------------
+
+    def get_landmarks_from_image(
+        self,
+        image_or_path: ImageInput,
+        detected_faces: Any = None,
+        return_bboxes: bool = False,
+        return_landmark_score: bool = False,
+    ) -> Any:
+        """face-alignment's method of the same name: a list of ``(K, 2)`` float32 arrays, one per face.
+
+        As in face-alignment: ``detected_faces`` are boxes ``(x0, y0, x1, y1[, score])`` that replace detection;
+        with no face it warns "No faces were detected." and returns ``None`` (or ``(None, None, None)`` with a
+        ``return_*`` flag); with a flag it returns ``(landmarks, landmark_scores, boxes)``, ``boxes`` as
+        ``(5,)`` arrays ``(x0, y0, x1, y1, score)`` (score 1.0 for boxes without one). Unlike face-alignment, an
+        unreadable path raises :class:`~awing.data.io.DataError` instead of printing.
+        """
+        boxes = None if detected_faces is None else _as_boxes(detected_faces, "detected_faces")
+        faces = self.predict(image_or_path, boxes)
+        if not faces:
+            warnings.warn("No faces were detected.", stacklevel=2)
+        given = None  # the caller's boxes with their optional score column
+        if boxes is not None and len(boxes):
+            given = np.asarray(detected_faces, dtype=np.float64).reshape(len(boxes), -1)
+        return _face_alignment_result(faces, return_bboxes or return_landmark_score, given)
+
+    def get_landmarks_from_directory(
+        self,
+        path: str | Path,
+        extensions: Sequence[str] = (".jpg", ".png"),
+        recursive: bool = True,
+        show_progress_bar: bool = True,
+        return_bboxes: bool = False,
+        return_landmark_score: bool = False,
+    ) -> dict[str, Any]:
+        """face-alignment's method of the same name: ``{image path (str): get_landmarks_from_image result}``.
+
+        Same defaults as face-alignment (``.jpg`` and ``.png``, recursive, a progress bar). A folder's images go
+        through :meth:`predict_files` in batches. An image with no face, or one that cannot be read (a warning
+        names it), maps to ``None`` (``(None, None, None)`` with a ``return_*`` flag).
+        """
+        files = list_images(path, recursive, extensions)
+        want_tuple = return_bboxes or return_landmark_score
+        out: dict[str, Any] = {}
+        for result in self.predict_files(files, progress=None if show_progress_bar else False):
+            if result.error is not None:
+                warnings.warn(f"skipped {result.error}", stacklevel=2)
+            out[str(result.path)] = _face_alignment_result(result.faces, want_tuple)
+        return out
+
+
+def _face_alignment_result(faces: list[Face], want_tuple: bool, given: np.ndarray | None = None) -> Any:
+    """face-alignment's return value: ``landmarks`` or ``(landmarks, scores, boxes)``; ``None`` for no face.
+
+    A box is ``(x0, y0, x1, y1, score)`` float32: the detector's score, else the caller's fifth column, else 1.
+    """
+    if not faces:
+        return (None, None, None) if want_tuple else None
+    landmarks = [f.landmarks for f in faces]
+    if not want_tuple:
+        return landmarks
+    bboxes = []
+    for i, face in enumerate(faces):
+        score = face.box_score
+        if score is None:
+            score = given[i, 4] if given is not None and given.shape[1] == 5 else 1.0
+        bboxes.append(np.array([*face.box, score], dtype=np.float32))
+    return landmarks, [f.scores for f in faces], bboxes
+
+
+def _disable(progress: bool | None) -> bool | None:
+    """tqdm's ``disable``: ``None`` lets tqdm decide (off when stderr is not a terminal)."""
+    return None if progress is None else not progress
+
+
+def _bundled(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"bundled {what} not found: {path} is missing from this installation of awing; pass the weights file "
+            "explicitly (e.g. --weights / --detector-weights on the command line)"
+        )
+    return path

@@ -1,0 +1,312 @@
+"""``awing predict IMG|DIR|GLOB ...``: landmarks of every face in images, as JSON, JSON lines or iBUG ``.pts``.
+
+Inputs: image files, folders (their images, :func:`awing.imread.list_images`; sub-folders with ``--recursive``)
+and glob patterns (``*``, ``?``, ``[...]``; ``**`` with ``--recursive``), in the order given. Folder and glob
+results are sorted.
+
+Outputs (results to stdout or files, messages to stderr):
+
+- no ``--out``: one JSON object per image and line on stdout (``json`` and ``jsonl`` alike);
+- ``--out DIR --format json``: ``DIR/<name>.json`` per image; ``jsonl``: one ``DIR/predictions.jsonl``;
+  ``pts``: ``DIR/<name>.pts`` for the first face (highest detector score), ``DIR/<name>_<i>.pts`` for face
+  ``i >= 1``, written by :func:`awing.data.io.write_pts` (1-based, as :func:`~awing.data.io.read_pts` reads back;
+  6 decimals) and nothing for an image without a face;
+- ``--save-vis DIR``: ``DIR/<name>.jpg`` overlays (boxes and points, :func:`awing.viz.draw_landmarks`).
+
+``<name>`` is the image's stem, under the sub-folders it has below a folder input. When two images would get the
+same output name (``a.jpg`` and ``a.png``), the later one uses its full file name (``a.png.json``).
+
+The JSON object of an image: ``{"image": path, "width": W, "height": H, "faces": [{"box": [x0, y0, x1, y1],
+"box_score": p or null, "landmarks": [[x, y], ...], "scores": [...], "scheme": "68"}, ...]}``; coordinates are
+0-based original-image pixels (pixel centres on integers), the exact float32 values, never rounded
+(:class:`awing.aligner.Face`).
+
+``--boxes FILE``: a JSON object mapping images to their face boxes, ``{"photo.jpg": [[x0, y0, x1, y1], ...]}``
+(a fifth score column is ignored); keys are matched against the path as listed, its path relative to the folder
+input, then its file name. The boxes replace detection and are used as the model's own box convention. An image
+without an entry fails.
+
+Exit codes: 0 every input done; 1 some inputs failed (each named on stderr; the others are processed); 2 a usage
+error (bad options, an unreadable ``--boxes`` file, weights that are missing or invalid, an unavailable device).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import IO, Any
+
+__all__ = ["add_predict_parser", "expand_inputs", "run_predict"]
+
+FORMATS = ("json", "jsonl", "pts")
+JSONL_NAME = "predictions.jsonl"
+_GLOB_CHARS = frozenset("*?[")
+
+
+class UsageError(ValueError):
+    """A problem with the command line itself (exit code 2)."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """An image to process: its path and the output name stem (``PurePath``, sub-folders kept)."""
+
+    path: Path
+    name: PurePath
+    key: str  # path relative to a folder input (for --boxes look-up), else the path as listed
+
+
+def expand_inputs(inputs: list[str], recursive: bool) -> tuple[list[InputFile], list[str]]:
+    """Command-line inputs -> image files and the messages of the inputs that gave none.
+
+    A file is taken whatever its suffix (reading decides); a folder gives its images; a pattern with glob
+    characters gives the files it matches. A missing path, an empty folder and a pattern without a match each
+    give one message.
+    """
+    from awing.imread import list_images
+
+    files: list[InputFile] = []
+    errors: list[str] = []
+    for text in inputs:
+        path = Path(text)
+        if path.is_dir():
+            found = list_images(path, recursive)
+            if not found:
+                where = "this folder or its sub-folders" if recursive else "this folder (--recursive: sub-folders too)"
+                errors.append(f"{text}: no image files in {where}")
+            for p in found:
+                rel = p.relative_to(path)
+                files.append(InputFile(p, rel.with_suffix(""), rel.as_posix()))
+        elif path.is_file():
+            files.append(InputFile(path, PurePath(path.stem), text))
+        elif _GLOB_CHARS & set(text):
+            matches = sorted(Path(m) for m in glob.glob(text, recursive=recursive) if Path(m).is_file())
+            if not matches:
+                errors.append(f"{text}: no file matches this pattern")
+            files.extend(InputFile(m, PurePath(m.stem), str(m)) for m in matches)
+        else:
+            errors.append(f"{text}: no such file or folder")
+    return files, errors
+
+
+def _read_boxes(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"--boxes file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"--boxes file {path} cannot be read: {err}") from None
+    except json.JSONDecodeError as err:
+        raise UsageError(f"--boxes file {path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"--boxes file {path} must hold a JSON object {{image: [[x0, y0, x1, y1], ...]}}")
+    return data
+
+
+def _boxes_for(item: InputFile, table: dict[str, Any]) -> Any:
+    keys = list(dict.fromkeys((str(item.path), item.path.as_posix(), item.key, item.path.name)))
+    for key in keys:
+        if key in table:
+            return table[key]
+    raise KeyError(f"{item.path}: no entry in the --boxes file (tried {', '.join(map(repr, keys))})")
+
+
+class _Names:
+    """Output files per image without collisions: the stem first, the full file name when the stem is taken."""
+
+    def __init__(self) -> None:
+        self.used: set[PurePath] = set()
+
+    def claim(self, item: InputFile, suffixes: list[str]) -> list[PurePath]:
+        for stem in (item.name, item.name.with_name(item.path.name)):
+            names = [stem.with_name(stem.name + suffix) for suffix in suffixes]
+            if not self.used & set(names):
+                self.used.update(names)
+                return names
+        raise OSError(f"output name {item.name} is taken by another input with the same file name")
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8", errors="backslashreplace")
+
+
+def _save_vis(path: Path, image: Any, faces: list) -> None:
+    import cv2
+    import numpy as np
+
+    from awing.viz import draw_landmarks
+
+    if faces:
+        image = draw_landmarks(image, np.stack([f.landmarks for f in faces]), np.stack([f.box for f in faces]))
+    ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if not ok:
+        raise OSError(f"cannot encode the overlay {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer.tofile(path)
+
+
+class _Writer:
+    """Writes one image's result in the chosen format (see the module docstring)."""
+
+    def __init__(self, fmt: str, out: Path | None, vis: Path | None, stream: IO[str]) -> None:
+        self.fmt, self.out, self.vis = fmt, out, vis
+        self.names, self.vis_names = _Names(), _Names()
+        self.stream = stream
+        if out is not None and fmt == "jsonl":
+            out.mkdir(parents=True, exist_ok=True)
+            self.stream = (out / JSONL_NAME).open("w", encoding="utf-8", errors="backslashreplace")
+
+    def close(self) -> None:
+        if self.stream is not sys.stdout:
+            self.stream.close()
+
+    def write(self, item: InputFile, result: Any) -> None:
+        from awing.data.io import write_pts
+
+        record = result.to_dict()
+        if self.out is None or self.fmt == "jsonl":
+            ascii_only = self.stream is sys.stdout
+            self.stream.write(json.dumps(record, ensure_ascii=ascii_only) + "\n")
+            self.stream.flush()
+        elif self.fmt == "json":
+            (name,) = self.names.claim(item, [".json"])
+            _write_text(self.out / name, json.dumps(record, ensure_ascii=False) + "\n")
+        else:
+            suffixes = [".pts"] + [f"_{i}.pts" for i in range(1, len(result.faces))]
+            names = self.names.claim(item, suffixes) if result.faces else []
+            for face, name in zip(result.faces, names, strict=True):
+                (self.out / name).parent.mkdir(parents=True, exist_ok=True)
+                write_pts(self.out / name, face.landmarks)
+        if self.vis is not None:
+            (name,) = self.vis_names.claim(item, [".jpg"])
+            _save_vis(self.vis / name, result.image, result.faces)
+
+
+def _load_aligner(args: argparse.Namespace) -> Any:
+    from awing.aligner import BUNDLED, FaceAligner
+
+    if args.detector == "none" or args.boxes is not None:  # --boxes: every image has its boxes or fails
+        detector = None
+    else:
+        detector = BUNDLED if args.detector_weights is None else args.detector_weights
+    try:
+        return FaceAligner.from_pretrained(
+            args.weights,
+            args.device,
+            detector=detector,
+            batch_size=args.batch_size,
+            flip_test=args.flip_test,
+        )
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(str(err)) from None
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """The ``awing predict`` command: returns the exit code (module docstring)."""
+    try:
+        return _run(args)
+    except UsageError as err:
+        print(f"awing predict: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("awing predict: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.format == "pts" and args.out is None:
+        raise UsageError("--format pts writes one file per face: give --out DIR")
+    if args.detector == "none" and args.detector_weights is not None:
+        raise UsageError("--detector-weights needs --detector awing")
+    table = None if args.boxes is None else _read_boxes(args.boxes)
+    items, errors = expand_inputs(args.inputs, args.recursive)
+    for message in errors:
+        print(f"awing predict: {message}", file=sys.stderr)
+    failures = len(errors)
+    boxes = None
+    if table is not None:
+        kept, boxes = [], []
+        for item in items:
+            try:
+                boxes.append(_boxes_for(item, table))
+                kept.append(item)
+            except KeyError as err:
+                print(f"awing predict: {err.args[0]}", file=sys.stderr)
+                failures += 1
+        items = kept
+    aligner = _load_aligner(args)  # before giving up on the inputs: a usage error outranks failed inputs
+    if not items:
+        return 1
+    try:
+        writer = _Writer(args.format, args.out, args.save_vis, sys.stdout)
+    except OSError as err:
+        raise UsageError(f"cannot open the output in {args.out}: {err}") from None
+    results = aligner.predict_files(
+        [item.path for item in items],
+        boxes,
+        keep_images=args.save_vis is not None,
+        progress=False if args.no_progress else None,
+    )
+    try:
+        for item, result in zip(items, results, strict=True):
+            if result.error is not None:
+                print(f"awing predict: {result.error}", file=sys.stderr)
+                failures += 1
+                continue
+            try:
+                writer.write(item, result)
+            except OSError as err:
+                print(f"awing predict: {item.path}: cannot write the output: {err}", file=sys.stderr)
+                failures += 1
+    finally:
+        writer.close()
+    return 1 if failures else 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_predict_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``awing predict``; its ``run`` returns the exit code."""
+    p = subparsers.add_parser(
+        "predict",
+        help="landmarks of every face in images (JSON, JSON lines or .pts; overlays)",
+        description="Detect faces and predict their landmarks in original-image pixels. Results go to stdout (one "
+        "JSON object per image and line) or to --out; messages and the progress bar go to stderr.",
+        epilog="Exit codes: 0 all inputs done; 1 some inputs failed (named on stderr, the rest processed); 2 usage "
+        "error. Weights default to the models bundled with awing.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="IMG|DIR|GLOB", help="image files, folders or glob patterns")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: JSON lines on stdout)")
+    p.add_argument("--format", choices=FORMATS, default="json", help="output format with --out (default json)")
+    p.add_argument("--save-vis", type=Path, default=None, metavar="DIR", help="write overlay pictures to DIR")
+    p.add_argument(
+        "--boxes", type=Path, default=None, metavar="FILE", help="JSON of face boxes per image (no detection)"
+    )
+    p.add_argument(
+        "--detector",
+        choices=("awing", "none"),
+        default="awing",
+        help="face detector; none: each image is one face (default awing)",
+    )
+    p.add_argument("--detector-weights", type=Path, default=None, metavar="FILE", help="detector .safetensors")
+    p.add_argument("--weights", type=Path, default=None, metavar="W", help="landmark weights (default: bundled)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--batch-size", type=_positive_int, default=8, metavar="N", help="images per batch (default 8)")
+    p.add_argument("--flip-test", action="store_true", help="average with the mirrored face's prediction")
+    p.add_argument("--recursive", action="store_true", help="include sub-folders of folder inputs (and ** in globs)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run_predict)
+    return p
