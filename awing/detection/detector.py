@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -193,11 +193,18 @@ class FaceDetector:
         return f"FaceDetector({self.settings}, device={self.device})"
 
 
-def save_detector(model: FaceDetectorNet, path: str | Path, inference: InferenceConfig | None = None) -> Path:
+def save_detector(
+    model: FaceDetectorNet,
+    path: str | Path,
+    inference: InferenceConfig | None = None,
+    *,
+    extra_metadata: Mapping[str, str] | None = None,
+) -> Path:
     """Write ``model``'s weights to a ``.safetensors`` file with its config and default thresholds as metadata.
 
     Metadata (str -> str): ``format`` (:data:`DETECTOR_FORMAT`), ``model_config`` (JSON of
-    :meth:`DetectorModelConfig.to_dict`), ``inference`` (JSON of :class:`InferenceConfig`), ``awing_version``.
+    :meth:`DetectorModelConfig.to_dict`), ``inference`` (JSON of :class:`InferenceConfig`), ``awing_version``, and
+    any ``extra_metadata`` entries (e.g. provenance), which may not reuse those four keys.
     """
     from safetensors.torch import save_file
 
@@ -212,9 +219,18 @@ def save_detector(model: FaceDetectorNet, path: str | Path, inference: Inference
         "inference": json.dumps(asdict(inference or InferenceConfig())),
         "awing_version": __version__,
     }
+    if extra_metadata is not None and not isinstance(extra_metadata, Mapping):
+        raise TypeError(f"extra_metadata must be a mapping of str to str, got {type(extra_metadata).__name__}")
+    extra = dict(extra_metadata or {})
+    bad = [f"{k!r}: {type(v).__name__}" for k, v in extra.items() if not isinstance(k, str) or not isinstance(v, str)]
+    if bad:
+        raise TypeError(f"extra_metadata must map str to str (JSON-encode other values), got {', '.join(bad)}")
+    clash = sorted(set(extra) & set(metadata))
+    if clash:
+        raise ValueError(f"extra_metadata may not set the reserved keys {clash} (reserved: {sorted(metadata)})")
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=metadata)
+    save_file(tensors, str(path), metadata={**extra, **metadata})
     return path
 
 
