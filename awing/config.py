@@ -218,6 +218,9 @@ class RunConfig:
     log_every: int = _field(50, "log training metrics every N optimiser steps")
     val_every: int = _field(1, "validate every N epochs")
     resume: str | None = _field(None, "checkpoint to resume from (model, optimiser, scheduler, RNG, epoch)")
+    init_weights: str | None = _field(
+        None, "fine-tune: start from these release weights (.safetensors); optimiser and schedule start fresh"
+    )
     deterministic: bool = _field(False, "use deterministic algorithms (slower; bit-exact reruns on one machine)")
 
     def __post_init__(self) -> None:

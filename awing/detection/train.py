@@ -46,7 +46,7 @@ from awing.data.training import worker_context
 from awing.detection.anchors import generate_anchors
 from awing.detection.config import DetectorConfig, DetectorOptimConfig, InferenceConfig
 from awing.detection.data import DetectionDataset, collate_detection
-from awing.detection.detector import save_detector
+from awing.detection.detector import load_detector, save_detector
 from awing.detection.evaluate import evaluate_detector, open_detection_split
 from awing.detection.loss import DetectionLoss, build_alwa
 from awing.detection.network import FaceDetectorNet
@@ -55,6 +55,7 @@ from awing.engine.evaluate import resolve_device
 from awing.engine.loggers import build_logger
 from awing.engine.seeding import rng_state, seed_everything
 from awing.engine.train import lr_factor, restore_training_state
+from awing.models import load_state_dict_strict
 
 __all__ = ["DetectorTrainResult", "build_detector_optimizer", "train_detector"]
 
@@ -137,6 +138,8 @@ def train_detector(cfg: DetectorConfig, *, progress: bool | None = None) -> Dete
             "or choose another run.name / run.out_dir"
         )
     model = FaceDetectorNet(cfg.model).to(device)
+    if cfg.run.init_weights and cfg.run.resume is None:
+        load_state_dict_strict(model, load_detector(cfg.run.init_weights)[0].state_dict())
     train_set = open_detection_split(cfg, cfg.data.train_split, train=True)
     val_set = open_detection_split(cfg, cfg.data.val_split) if cfg.data.val_split else None
     loader, generator = _train_loader(train_set, cfg, device)

@@ -56,7 +56,7 @@ from awing.engine.loggers import build_logger
 from awing.engine.seeding import rng_state, seed_everything, set_rng_state
 from awing.landmarks import get_scheme
 from awing.losses import AdaptiveWingLoss, get_loss, loss_weight_map
-from awing.models import MODELS, StackedHourglass, load_state_dict_strict, save_weights
+from awing.models import MODELS, StackedHourglass, load_state_dict_strict, read_weights, save_weights
 
 __all__ = [
     "DistributedContext",
@@ -372,6 +372,8 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, device: torch.device, prog
             "or choose another run.name / run.out_dir"
         )
     model = build_model_from_config(cfg).to(device)
+    if cfg.run.init_weights and cfg.run.resume is None:
+        load_state_dict_strict(model, read_weights(cfg.run.init_weights)[0])
     train_set = LandmarkTrainingSet.from_config(
         open_dataset(cfg.data, cfg.data.train_split), cfg.data, train=True, seed=cfg.run.seed
     )
