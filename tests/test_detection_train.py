@@ -200,3 +200,20 @@ class TestCommands:
         assert wider_report["num_faces"] == 8 and wider_report["ap"] == pytest.approx(report["ap"])
         assert wider_report["wider"]["easy"] is None  # no face is 50 px tall: AP undefined
         assert 0 <= wider_report["wider"]["hard"] <= 1  # every face is at least 10 px tall
+
+
+def test_init_weights_starts_from_the_given_detector(squares, tmp_path):
+    """run.init_weights: with a negligible learning rate the fine-tuned parameters stay the given detector's."""
+    train_detector(config(*overrides(squares, tmp_path / "a", "schedule.epochs=1", *FIXED)), progress=False)
+    source, _ = load_detector(tmp_path / "a" / "last.safetensors")
+    tokens = ["schedule.epochs=1", "optim.lr=1e-12", *FIXED]
+    train_detector(
+        config(*overrides(squares, tmp_path / "b", *tokens, f"run.init_weights={tmp_path / 'a' / 'last.safetensors'}")),
+        progress=False,
+    )
+    train_detector(config(*overrides(squares, tmp_path / "c", *tokens)), progress=False)
+    tuned = dict(load_detector(tmp_path / "b" / "last.safetensors")[0].named_parameters())
+    fresh = dict(load_detector(tmp_path / "c" / "last.safetensors")[0].named_parameters())
+    for name, value in source.named_parameters():
+        assert torch.allclose(tuned[name], value, atol=1e-6), name
+    assert any(not torch.allclose(fresh[n], v, atol=1e-3) for n, v in source.named_parameters())

@@ -428,3 +428,25 @@ def test_aflw_smoke_run_and_aflw2000_eval(shared_data, tmp_path):
     assert set(report["subsets"]) == {"yaw_0_30", "yaw_30_60", "yaw_60_90"}
     assert sum(s["num_faces"] for s in report["subsets"].values()) == 16
     assert (out / "ced.png").is_file()
+
+
+def test_init_weights_starts_from_the_given_model(faces_root, tmp_path):
+    """run.init_weights loads the release weights before the first step: with a negligible learning rate the
+    trained parameters stay those weights, and a run without it starts elsewhere (its own random init)."""
+    first = train(tiny_config(faces_root, tmp_path / "a", schedule={"epochs": 1, "milestones": [10]}), progress=False)
+    source = load_weights(first.run_dir / "last.safetensors")
+    tiny_lr = {"name": "adam", "lr": 1e-12}
+
+    def params(run_dir: Path) -> dict[str, torch.Tensor]:
+        return dict(load_weights(run_dir / "last.safetensors").named_parameters())
+
+    cfg = tiny_config(
+        faces_root, tmp_path / "b", optim=tiny_lr, schedule={"epochs": 1, "milestones": [10]},
+        run={"init_weights": str(first.run_dir / "last.safetensors")},
+    )  # fmt: skip
+    train(cfg, progress=False)
+    fresh = tiny_config(faces_root, tmp_path / "c", optim=tiny_lr, schedule={"epochs": 1, "milestones": [10]}, run={})
+    train(fresh, progress=False)
+    for name, value in source.named_parameters():
+        assert torch.allclose(params(tmp_path / "b")[name], value, atol=1e-6), name
+    assert any(not torch.allclose(params(tmp_path / "c")[n], v, atol=1e-3) for n, v in source.named_parameters())
