@@ -19,9 +19,12 @@ identity adapter.
 ground-truth points); a detector's boxes sit differently on the face. :class:`BoxAdapter` maps a detector box to
 the training convention by a centre shift in fractions of the box's width and height and a scale of its sides.
 It is applied to detector boxes only; boxes given by the caller are taken to be in the model's own convention.
+A detector with its own ``box_adapter`` attribute (:class:`~awing.detection.haar.HaarFaceDetector`) brings the
+adapter fitted for it, which replaces the one stored with the landmark weights (fitted for awing's detector).
 
-**Scores.** ``Face.box_score`` is the detector's face probability (``None`` for caller boxes and whole-image
-faces); ``Face.scores`` holds each point's heatmap maximum (the raw peak value of the decoded channel; about 1 on a
+**Scores.** ``Face.box_score`` is the detector's score: awing's detector gives a face probability, OpenCV's Haar
+cascade a level weight (unbounded, not a probability); ``None`` for caller boxes and whole-image faces.
+``Face.scores`` holds each point's heatmap maximum (the raw peak value of the decoded channel; about 1 on a
 confident point, near 0 on a lost one; not a probability).
 
 **Flip test** (``flip_test=True``): each crop is also run mirrored (``x' = S - 1 - x``); the mirrored heatmaps are
@@ -34,6 +37,7 @@ face-alignment library's methods (and its ``None`` for no face) for users switch
 
 Bundled weights: ``from_pretrained()`` loads ``awing/assets/landmarks_68.safetensors`` and
 ``awing/assets/detector.safetensors``, installed with the package; nothing is ever downloaded.
+``from_pretrained(detector=OPENCV)`` uses OpenCV's Haar cascade instead (:mod:`awing.detection.haar`).
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ __all__ = [
     "BUNDLED",
     "BUNDLED_DETECTOR",
     "BUNDLED_LANDMARKS",
+    "OPENCV",
     "BoxAdapter",
     "Face",
     "FaceAligner",
@@ -79,6 +84,8 @@ BUNDLED_LANDMARKS = ASSETS_DIR / "landmarks_68.safetensors"
 BUNDLED_DETECTOR = ASSETS_DIR / "detector.safetensors"
 BUNDLED = "bundled"
 """``detector=BUNDLED`` selects the detector installed with the package."""
+OPENCV = "opencv"
+"""``detector=OPENCV`` selects OpenCV's Haar cascade (:class:`~awing.detection.haar.HaarFaceDetector`)."""
 MAX_FACES_PER_FORWARD = 64
 """Faces per network call: a batch's faces go through together, in chunks of at most this many (memory bound)."""
 
@@ -225,7 +232,8 @@ class Face:
     Attributes:
         box: ``(4,)`` float32 ``(x0, y0, x1, y1)``: the detector's box (before the box adapter), the caller's box,
             or the whole image ``(-0.5, -0.5, W - 0.5, H - 0.5)``.
-        box_score: the detector's face probability; ``None`` when the box did not come from the detector.
+        box_score: the detector's score (see the module docstring); ``None`` when the box did not come from the
+            detector.
         landmarks: ``(K, 2)`` float32 ``(x, y)``, never rounded.
         scores: ``(K,)`` float32 per-point heatmap maxima.
         scheme: landmark scheme name (``awing.landmarks.get_scheme``).
@@ -330,8 +338,10 @@ class FaceAligner:
         model: landmark network: ``model(B x 3 x S x S RGB in [0, 1])`` returns a list of per-stack
             ``B x (K [+ boundary]) x S/4 x S/4`` heatmaps, and ``model.config`` is its
             :class:`~awing.models.hourglass.ModelConfig`. It is copied, put in eval mode and moved to ``device``.
-        detector: a :class:`~awing.detection.detector.FaceDetector` (kept as given, on its own device), or
-            ``None``: without caller boxes the whole image is one face.
+        detector: a :class:`~awing.detection.detector.FaceDetector` (kept as given, on its own device), a
+            :class:`~awing.detection.haar.HaarFaceDetector` (or any object with their ``detect_batch``), or
+            ``None``: without caller boxes the whole image is one face. Its ``box_adapter`` attribute, when it has
+            one, replaces ``settings.box_adapter``.
         scheme: landmark scheme; default from the point count.
         settings: crop and decoding settings (default :class:`InferenceSettings`).
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
@@ -349,7 +359,7 @@ class FaceAligner:
     def __init__(
         self,
         model: nn.Module,
-        detector: FaceDetector | None = None,
+        detector: Any = None,
         *,
         scheme: str | int | None = None,
         settings: InferenceSettings | None = None,
@@ -362,8 +372,11 @@ class FaceAligner:
                 f"model must be an nn.Module with a ModelConfig in .config (e.g. a StackedHourglass), "
                 f"got {type(model).__name__}"
             )
-        if detector is not None and not isinstance(detector, FaceDetector):
-            raise TypeError(f"detector must be a FaceDetector or None, got {type(detector).__name__}")
+        if detector is not None and not callable(getattr(detector, "detect_batch", None)):
+            raise TypeError(
+                f"detector must be a FaceDetector, a HaarFaceDetector (an object with detect_batch) or None, "
+                f"got {type(detector).__name__}"
+            )
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         self.config: ModelConfig = model.config
@@ -392,7 +405,7 @@ class FaceAligner:
         path: str | Path | None = None,
         device: str | torch.device = "auto",
         *,
-        detector: str | Path | FaceDetector | None = BUNDLED,
+        detector: Any = BUNDLED,
         **kwargs: Any,
     ) -> FaceAligner:
         """Load landmark weights (``.safetensors`` with awing metadata, or ``.pth``) and a detector.
@@ -400,8 +413,9 @@ class FaceAligner:
         Args:
             path: landmark weights; ``None`` = the bundled ``awing/assets/landmarks_68.safetensors``.
             device: see :class:`FaceAligner`; the detector runs there too.
-            detector: :data:`BUNDLED` (``awing/assets/detector.safetensors``), a detector weights file
-                (:func:`awing.detection.save_detector`), a :class:`FaceDetector`, or ``None`` (no detector).
+            detector: :data:`BUNDLED` (``awing/assets/detector.safetensors``), :data:`OPENCV` (a
+                :class:`~awing.detection.haar.HaarFaceDetector` with its defaults), a detector weights file
+                (:func:`awing.detection.save_detector`), a detector object, or ``None`` (no detector).
             kwargs: ``scheme``, ``settings`` (default: from the weights' metadata), ``batch_size``, ``flip_test``.
 
         Raises ``FileNotFoundError`` naming a missing file (a bundled one included) and ``ValueError`` for a file
@@ -413,7 +427,11 @@ class FaceAligner:
             kwargs["settings"] = InferenceSettings.from_metadata(read_metadata(path), info.config)
         kwargs.setdefault("scheme", info.scheme)
         device = resolve_device(device)
-        if isinstance(detector, (str, Path)):
+        if isinstance(detector, str) and detector == OPENCV:
+            from awing.detection.haar import HaarFaceDetector  # imports this module: not at the top
+
+            detector = HaarFaceDetector()
+        elif isinstance(detector, (str, Path)):
             detector_path = _bundled(BUNDLED_DETECTOR, "detector") if detector == BUNDLED else Path(detector)
             detector = FaceDetector.from_weights(detector_path, device=device)
         return cls(model_from_state_dict(state_dict, info.config), detector, device=device, **kwargs)
@@ -424,6 +442,12 @@ class FaceAligner:
             f"detector={self.detector!r}, device={self.device}, batch_size={self.batch_size}, "
             f"flip_test={self.flip_test})"
         )
+
+    @property
+    def box_adapter(self) -> BoxAdapter:
+        """The adapter of detector boxes: the detector's own ``box_adapter`` when it has one, else the settings'."""
+        own = getattr(self.detector, "box_adapter", None)
+        return self.settings.box_adapter if own is None else own
 
     # -- prediction ---------------------------------------------------------------------------------------------
 
@@ -481,9 +505,10 @@ class FaceAligner:
     def _predict_arrays(self, images: list[np.ndarray], boxes: list[np.ndarray | None]) -> list[list[Face]]:
         found = self._boxes(images, boxes)
         size = self.config.input_size
+        adapter = self.box_adapter
         crops, matrices = [], []
         for image, (face_boxes, scores) in zip(images, found, strict=True):
-            crop_boxes = face_boxes if scores is None else self.settings.box_adapter(face_boxes)
+            crop_boxes = face_boxes if scores is None else adapter(face_boxes)
             for box in crop_boxes:
                 matrices.append(box_to_crop_matrix(box, size, self.settings.crop_scale))
                 crops.append(warp_image(image, matrices[-1], size))

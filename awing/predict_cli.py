@@ -188,10 +188,12 @@ class _Writer:
 
 
 def _load_aligner(args: argparse.Namespace) -> Any:
-    from awing.aligner import BUNDLED, FaceAligner
+    from awing.aligner import BUNDLED, OPENCV, FaceAligner
 
     if args.detector == "none" or args.boxes is not None:  # --boxes: every image has its boxes or fails
         detector = None
+    elif args.detector == "opencv":
+        detector = OPENCV
     else:
         detector = BUNDLED if args.detector_weights is None else args.detector_weights
     try:
@@ -221,7 +223,7 @@ def run_predict(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.format == "pts" and args.out is None:
         raise UsageError("--format pts writes one file per face: give --out DIR")
-    if args.detector == "none" and args.detector_weights is not None:
+    if args.detector != "awing" and args.detector_weights is not None:
         raise UsageError("--detector-weights needs --detector awing")
     table = None if args.boxes is None else _read_boxes(args.boxes)
     items, errors = expand_inputs(args.inputs, args.recursive)
@@ -297,11 +299,12 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     )
     p.add_argument(
         "--detector",
-        choices=("awing", "none"),
+        choices=("awing", "opencv", "none"),
         default="awing",
-        help="face detector; none: each image is one face (default awing)",
+        help="face detector: awing (its own network), opencv (OpenCV's Haar cascade, frontal faces; box_score is "
+        "then a cascade level weight, not a probability), none (each image is one face) (default awing)",
     )
-    p.add_argument("--detector-weights", type=Path, default=None, metavar="FILE", help="detector .safetensors")
+    p.add_argument("--detector-weights", type=Path, default=None, metavar="FILE", help="awing detector .safetensors")
     p.add_argument("--weights", type=Path, default=None, metavar="W", help="landmark weights (default: bundled)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default auto)")
     p.add_argument("--batch-size", type=_positive_int, default=8, metavar="N", help="images per batch (default 8)")

@@ -3,6 +3,7 @@
 Run from the repository root::
 
     python scripts/calibrate_box_adapter.py --detector runs/detector/best.safetensors --json adapter.json
+    python scripts/calibrate_box_adapter.py --detector opencv --max-faces 3000   # HAAR_BOX_ADAPTER
     python scripts/bundle_models.py --landmarks runs/aflw68_cpu --detector runs/detector/best.safetensors \
         --adapter adapter.json
 
@@ -24,6 +25,10 @@ matched detection / faces tried), the rate of faces with any detection, and how 
 the adapted detector boxes are from the target crops (median :func:`awing.calibration.crop_errors`: centre offset
 in target sides, ``|ln|`` of the side ratio). The JSON (``{"box_adapter": {...}, "calibration": {...}}``) is what
 ``scripts/bundle_models.py --adapter`` reads; ``calibration.detector_sha256`` ties it to the detector file.
+
+``--detector opencv`` calibrates OpenCV's Haar cascade (:class:`awing.detection.haar.HaarFaceDetector`, its
+defaults; ``--input-max-side`` overrides ``max_side``, ``--score-threshold`` does not apply); the checksum is the
+cascade file's. Its adapter is hard-coded as :data:`awing.detection.haar.HAAR_BOX_ADAPTER`, not bundled.
 """
 
 from __future__ import annotations
@@ -43,7 +48,9 @@ from awing.calibration import best_match, crop_errors, file_sha256, fit_box_adap
 from awing.data import read_image
 from awing.data.aflw68 import AFLW68Dataset
 from awing.detection import FaceDetector
+from awing.detection.haar import HaarFaceDetector
 
+OPENCV = "opencv"
 BORDERS = ("replicate", "grey")
 GREY = 128
 
@@ -71,8 +78,26 @@ def evenly_spaced(total: int, count: int | None) -> np.ndarray:
     return np.linspace(0, total - 1, count).round().astype(int)
 
 
+def build_detector(args: argparse.Namespace) -> tuple[FaceDetector | HaarFaceDetector, Path, dict[str, Any]]:
+    """The detector of ``--detector`` (a weights file or ``opencv``), the file to checksum, and its settings."""
+    if str(args.detector) == OPENCV:
+        if args.score_threshold is not None:
+            raise SystemExit("--score-threshold does not apply to --detector opencv (its scores are level weights)")
+        detector = HaarFaceDetector(**({} if args.input_max_side is None else {"max_side": args.input_max_side}))
+        settings = {name: getattr(detector, name) for name in ("max_side", "scale_factor", "min_neighbors", "min_size")}
+        return detector, detector.cascade_path, settings
+    overrides = {
+        k: v
+        for k, v in (("score_threshold", args.score_threshold), ("input_max_side", args.input_max_side))
+        if v is not None
+    }
+    detector = FaceDetector.from_weights(args.detector, device=args.device, **overrides)
+    settings = {name: getattr(detector.settings, name) for name in ("input_max_side", "score_threshold", "nms_iou")}
+    return detector, Path(args.detector), settings
+
+
 def detect_pairs(
-    detector: FaceDetector,
+    detector: FaceDetector | HaarFaceDetector,
     dataset: AFLW68Dataset,
     indices: Sequence[int],
     *,
@@ -101,13 +126,8 @@ def detect_pairs(
 
 def calibrate(args: argparse.Namespace) -> dict[str, Any]:
     """Run the protocol of the module docstring; returns the JSON-ready result."""
-    overrides = {
-        k: v
-        for k, v in (("score_threshold", args.score_threshold), ("input_max_side", args.input_max_side))
-        if v is not None
-    }
-    checksum = file_sha256(args.detector)
-    detector = FaceDetector.from_weights(args.detector, device=args.device, **overrides)
+    detector, detector_file, settings = build_detector(args)
+    checksum = file_sha256(detector_file)
     dataset = AFLW68Dataset(args.aflw68, split="train")
     indices = evenly_spaced(len(dataset), args.max_faces)
     det, target, any_face = detect_pairs(
@@ -121,12 +141,12 @@ def calibrate(args: argparse.Namespace) -> dict[str, Any]:
     )
     if len(det) == 0:
         raise SystemExit(f"no detection matched any of the {len(indices)} faces (IoU >= {args.min_iou}); no fit")
-    if file_sha256(args.detector) != checksum:
-        raise SystemExit(f"{args.detector} changed during the calibration (a training run saving it?); copy it first")
+    if file_sha256(detector_file) != checksum:
+        raise SystemExit(f"{detector_file} changed during the calibration (a training run saving it?); copy it first")
     fit = fit_box_adapter(det, target)
     errors = {"raw": crop_errors(det, target), "adapted": crop_errors(fit.adapter(det), target)}
     calibration = {
-        "detector": f"{args.detector.resolve().parent.name}/{args.detector.name}",
+        "detector": f"{detector_file.resolve().parent.name}/{detector_file.name}",
         "detector_sha256": checksum,
         "faces": "AFLW-68 train split",
         "faces_tried": len(indices),
@@ -140,18 +160,16 @@ def calibrate(args: argparse.Namespace) -> dict[str, Any]:
         "canvas": args.canvas,
         "border": args.border,
         "min_iou": args.min_iou,
-        "detector_settings": {
-            "input_max_side": detector.settings.input_max_side,
-            "score_threshold": detector.settings.score_threshold,
-            "nms_iou": detector.settings.nms_iou,
-        },
+        "detector_settings": settings,
     }
     return {"box_adapter": fit.adapter.to_dict(), "calibration": calibration}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--detector", type=Path, required=True, help="detector .safetensors (save_detector)")
+    parser.add_argument(
+        "--detector", type=Path, required=True, help="detector .safetensors (save_detector), or opencv (Haar cascade)"
+    )
     parser.add_argument("--aflw68", type=Path, default=Path("data/aflw68"), help="AFLW-68 build folder")
     parser.add_argument("--max-faces", type=int, default=None, help="evenly spaced subset of the train faces")
     parser.add_argument("--json", type=Path, default=None, help="write the result here (for bundle_models.py)")
