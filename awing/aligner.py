@@ -35,9 +35,10 @@ flipped back and their channels permuted by the scheme's ``flip_index``
 **No face** is an empty list. ``get_landmarks_from_image`` / ``get_landmarks_from_directory`` mirror the
 face-alignment library's methods (and its ``None`` for no face) for users switching from it.
 
-Bundled weights: ``from_pretrained()`` loads ``awing/assets/landmarks_68.safetensors`` and
-``awing/assets/detector.safetensors``, installed with the package; nothing is ever downloaded.
-``from_pretrained(detector=OPENCV)`` uses OpenCV's Haar cascade instead (:mod:`awing.detection.haar`).
+Bundled weights: ``from_pretrained()`` loads ``awing/assets/landmarks_68.safetensors`` with OpenCV's Haar cascade
+(:mod:`awing.detection.haar`) in front: awing's own detector, ``awing/assets/detector.safetensors``
+(``detector=BUNDLED``), is still undertrained and becomes the default once its recall beats the cascade's. Both are
+installed with the package; nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -405,7 +406,7 @@ class FaceAligner:
         path: str | Path | None = None,
         device: str | torch.device = "auto",
         *,
-        detector: Any = BUNDLED,
+        detector: Any = OPENCV,
         **kwargs: Any,
     ) -> FaceAligner:
         """Load landmark weights (``.safetensors`` with awing metadata, or ``.pth``) and a detector.
@@ -413,8 +414,9 @@ class FaceAligner:
         Args:
             path: landmark weights; ``None`` = the bundled ``awing/assets/landmarks_68.safetensors``.
             device: see :class:`FaceAligner`; the detector runs there too.
-            detector: :data:`BUNDLED` (``awing/assets/detector.safetensors``), :data:`OPENCV` (a
-                :class:`~awing.detection.haar.HaarFaceDetector` with its defaults), a detector weights file
+            detector: :data:`OPENCV` (the default: a :class:`~awing.detection.haar.HaarFaceDetector` with its
+                defaults, until awing's own detector beats it), :data:`BUNDLED` (awing's detector,
+                ``awing/assets/detector.safetensors``), a detector weights file
                 (:func:`awing.detection.save_detector`), a detector object, or ``None`` (no detector).
             kwargs: ``scheme``, ``settings`` (default: from the weights' metadata), ``batch_size``, ``flip_test``.
 

@@ -30,6 +30,7 @@ from awing.codecs import HeatmapCodec
 from awing.data.io import DataError
 from awing.detection import FaceDetector, FaceDetectorNet, save_detector
 from awing.detection.config import DetectorModelConfig
+from awing.detection.haar import HaarFaceDetector
 from awing.models import ModelConfig, StackedHourglass, save_weights
 from awing.models.weights import RESERVED_METADATA, read_metadata
 
@@ -385,7 +386,7 @@ class TestFromPretrained:
         weights = save_weights(_tiny_hourglass(), tmp_path / "lm.safetensors")
         monkeypatch.setattr(aligner_module, "BUNDLED_DETECTOR", tmp_path / "detector.safetensors")
         with pytest.raises(FileNotFoundError, match="bundled detector not found: .*detector.safetensors"):
-            FaceAligner.from_pretrained(weights)
+            FaceAligner.from_pretrained(weights, detector=aligner_module.BUNDLED)
 
     def test_loads_weights_settings_and_detector(self, tmp_path, monkeypatch):
         settings = InferenceSettings(crop_scale=1.4, codec="awing_official", box_adapter=BoxAdapter(0.0, 0.1, 1.2))
@@ -395,7 +396,9 @@ class TestFromPretrained:
         detector_file = save_detector(FaceDetectorNet(det_config), tmp_path / "detector.safetensors")
         monkeypatch.setattr(aligner_module, "BUNDLED_LANDMARKS", weights)
         monkeypatch.setattr(aligner_module, "BUNDLED_DETECTOR", detector_file)
-        aligner = FaceAligner.from_pretrained(device="cpu", batch_size=3, flip_test=True)
+        bundled = aligner_module.BUNDLED
+        aligner = FaceAligner.from_pretrained(device="cpu", detector=bundled, batch_size=3, flip_test=True)
+        assert isinstance(FaceAligner.from_pretrained(device="cpu").detector, HaarFaceDetector)  # the default
         assert aligner.settings == settings and aligner.codec.mode == "awing_official"
         assert aligner.scheme.name == "5" and aligner.batch_size == 3 and aligner.flip_test
         assert isinstance(aligner.detector, FaceDetector) and aligner.detector.config == det_config

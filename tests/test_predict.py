@@ -143,9 +143,8 @@ class TestOutputs:
 
     def test_detector_path_and_large_image(self, tmp_path, capsys, models):
         image = write_image(tmp_path / "big.jpg", 1600, 1200)
-        code, out, _ = run(
-            capsys, image, "--weights", models["random"], "--detector-weights", models["detector"], "--device", "cpu"
-        )
+        detector = ["--detector", "awing", "--detector-weights", models["detector"]]
+        code, out, _ = run(capsys, image, "--weights", models["random"], *detector, "--device", "cpu")
         assert code == 0
         (record,) = [json.loads(line) for line in out.splitlines()]
         assert (record["width"], record["height"]) == (1600, 1200)
