@@ -529,7 +529,18 @@ class TestPtsFolder:
 
 class TestBuildDataset:
     def test_table(self, w300_root):
-        assert set(DATASETS) == {"wflw", "300w", "cofw", "aflw2000-3d", "aflw", "aflw68", "pts", "coco", "spiga", "list"}
+        assert set(DATASETS) == {
+            "wflw",
+            "300w",
+            "cofw",
+            "aflw2000-3d",
+            "aflw",
+            "aflw68",
+            "pts",
+            "coco",
+            "spiga",
+            "list",
+        }
         assert len(build_dataset("300W", w300_root, "challenging")) == 1
         assert len(build_dataset("300w", w300_root)) == 4  # the class's default split: train
 
