@@ -24,10 +24,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from build_aflw68 import reference_boxes, teacher_boxes
 
 from awing.data import AFLWDataset
 
-EARS = (12, 16)
 BOX_SCALE, BOX_OFFSET = 1.156, (-0.006, -0.116)
 TILE = 120
 
@@ -35,18 +35,14 @@ TILE = 120
 def aflw_face_box(points: np.ndarray, visible: np.ndarray) -> np.ndarray:
     """(21, 2) crop points and (21,) visibility -> the dlib-like square face box (4,) ``x0, y0, x1, y1``.
 
+    The rule and its constants are build_aflw68.py's (:func:`reference_boxes`, :func:`teacher_boxes`).
+
     >>> pts = np.zeros((21, 2), np.float32); pts[:, 0] = np.linspace(20, 100, 21); pts[:, 1] = np.linspace(30, 90, 21)
     >>> [round(float(v), 2) for v in aflw_face_box(pts, np.ones(21, bool))]
     [13.28, 4.48, 105.76, 96.96]
     """
-    keep = visible.copy()
-    keep[list(EARS)] = False
-    p = points[keep]
-    lo, hi = p.min(axis=0), p.max(axis=0)
-    side = float(max(hi - lo))
-    centre = (lo + hi) / 2 + np.asarray(BOX_OFFSET) * side
-    half = BOX_SCALE * side / 2
-    return np.array([centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half], np.float32)
+    reference = reference_boxes(points[None], np.asarray(visible, bool)[None])
+    return teacher_boxes(reference, BOX_SCALE, BOX_OFFSET)[0].astype(np.float32)
 
 
 def voc_xml(filename: str, size: int, boxes: list[np.ndarray]) -> str:
