@@ -58,7 +58,7 @@ from awing.data.sample import FaceSample
 from awing.data.targets import face_targets, heatmap_targets
 from awing.landmarks import LandmarkScheme, get_scheme
 
-__all__ = ["LandmarkTrainingSet", "model_input", "seed_worker"]
+__all__ = ["LandmarkTrainingSet", "model_input", "seed_worker", "training_loader"]
 
 
 class FaceDataset(Protocol):
@@ -102,6 +102,38 @@ def seed_worker(worker_id: int) -> None:
     """
     cv2.setNumThreads(1)
     cv2.setRNGSeed(torch.initial_seed() % 2**31)
+
+
+def training_loader(
+    data: torch.utils.data.Dataset,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+    *,
+    sampler: torch.utils.data.Sampler | None = None,
+    collate_fn: Any = None,
+) -> tuple[torch.utils.data.DataLoader, torch.Generator]:
+    """The training DataLoader of the landmark and detector trainers, and the generator that orders an epoch.
+
+    Shuffled (or driven by ``sampler``), full batches only, spawned persistent workers (:func:`worker_context`)
+    seeded by :func:`seed_worker`, pinned memory on CUDA. Seed the returned generator before each epoch.
+    """
+    generator = torch.Generator()
+    loader = torch.utils.data.DataLoader(
+        data,
+        batch_size=batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=num_workers,
+        multiprocessing_context=worker_context(num_workers),
+        collate_fn=collate_fn,
+        worker_init_fn=seed_worker,
+        generator=generator,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+        persistent_workers=num_workers > 0,
+    )
+    return loader, generator
 
 
 class LandmarkTrainingSet(torch.utils.data.Dataset):

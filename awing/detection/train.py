@@ -41,8 +41,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from awing.config import ConfigError, config_to_dict, save_config
-from awing.data import seed_worker
-from awing.data.training import worker_context
+from awing.data.training import training_loader
 from awing.detection.anchors import generate_anchors
 from awing.detection.config import DetectorConfig, DetectorOptimConfig, InferenceConfig
 from awing.detection.data import DetectionDataset, collate_detection
@@ -82,19 +81,8 @@ def build_detector_optimizer(model: nn.Module, cfg: DetectorOptimConfig) -> torc
 def _train_loader(
     data: DetectionDataset, cfg: DetectorConfig, device: torch.device
 ) -> tuple[DataLoader, torch.Generator]:
-    generator = torch.Generator()
-    loader = DataLoader(
-        data,
-        batch_size=cfg.data.batch_size,
-        shuffle=True,
-        num_workers=cfg.data.num_workers,
-        multiprocessing_context=worker_context(cfg.data.num_workers),
-        collate_fn=collate_detection,
-        worker_init_fn=seed_worker,
-        generator=generator,
-        drop_last=True,
-        pin_memory=device.type == "cuda",
-        persistent_workers=cfg.data.num_workers > 0,
+    loader, generator = training_loader(
+        data, cfg.data.batch_size, cfg.data.num_workers, device, collate_fn=collate_detection
     )
     if len(loader) == 0:
         raise ConfigError(

@@ -48,8 +48,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from awing.config import ConfigError, LossConfig, OptimConfig, ScheduleConfig, TrainConfig, config_to_dict, save_config
-from awing.data import LandmarkTrainingSet, seed_worker
-from awing.data.training import model_input, worker_context
+from awing.data import LandmarkTrainingSet
+from awing.data.training import model_input, training_loader
 from awing.engine.checkpoint import CheckpointManager
 from awing.engine.evaluate import default_norm, evaluate_model, open_dataset, resolve_device
 from awing.engine.loggers import build_logger
@@ -320,20 +320,7 @@ def _train_loader(
         sampler = DistributedSampler(
             data, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg.run.seed, drop_last=True
         )
-    generator = torch.Generator()
-    loader = DataLoader(
-        data,
-        batch_size=cfg.data.batch_size,
-        shuffle=sampler is None,
-        sampler=sampler,
-        num_workers=cfg.data.num_workers,
-        multiprocessing_context=worker_context(cfg.data.num_workers),
-        worker_init_fn=seed_worker,
-        generator=generator,
-        drop_last=True,
-        pin_memory=device.type == "cuda",
-        persistent_workers=cfg.data.num_workers > 0,
-    )
+    loader, generator = training_loader(data, cfg.data.batch_size, cfg.data.num_workers, device, sampler=sampler)
     if len(loader) == 0:
         raise ConfigError(
             f"the training split has {len(data)} faces, fewer than one batch of data.batch_size="
