@@ -58,6 +58,16 @@ def _check_image(image: np.ndarray, index: int | None = None) -> None:
         raise ValueError(f"{where} is empty: shape {image.shape}")
 
 
+def check_images(images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The images of a ``detect_batch`` call as a list, each checked (a lone image array is refused)."""
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        raise TypeError("detect_batch expects a list of images; use detect() for a single image")
+    images = list(images)
+    for i, image in enumerate(images):
+        _check_image(image, i)
+    return images
+
+
 class FaceDetector:
     """Face detector for RGB uint8 images of any size.
 
@@ -149,11 +159,7 @@ class FaceDetector:
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
         """:meth:`detect` for a list of images of any sizes, in one network call."""
-        if isinstance(images, np.ndarray) and images.ndim == 3:
-            raise TypeError("detect_batch expects a list of images; use detect() for a single image")
-        images = list(images)
-        for i, image in enumerate(images):
-            _check_image(image, i)
+        images = check_images(images)
         if len(images) == 0:
             return []
         batch, scales = self._prepare(images)

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from awing.aligner import BoxAdapter
-from awing.detection.detector import _check_image
+from awing.detection.detector import _check_image, check_images
 
 __all__ = ["HAAR_BOX_ADAPTER", "HAAR_CASCADE", "HaarFaceDetector", "haar_cascade_path", "rects_to_boxes"]
 
@@ -139,12 +139,7 @@ class HaarFaceDetector:
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
         """:meth:`detect` for a list of images of any sizes (one after the other)."""
-        if isinstance(images, np.ndarray) and images.ndim == 3:
-            raise TypeError("detect_batch expects a list of images; use detect() for a single image")
-        images = list(images)
-        for i, image in enumerate(images):
-            _check_image(image, i)
-        return [self._detect(image) for image in images]
+        return [self._detect(image) for image in check_images(images)]
 
     def _detect(self, image: np.ndarray) -> dict[str, np.ndarray]:
         grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
