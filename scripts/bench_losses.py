@@ -7,7 +7,9 @@ awing installed). About half a minute. A markdown table goes to stdout, progress
     the same ``--batch x 99 x 64 x 64`` float32 batch, in the same run, calls interleaved; bar: at most 2.0 x MSE.
     The targets are realistic: 98 landmark Gaussians (sigma 1.5) of a synthetic WFLW-like face (random similarity
     jitter per sample) plus a boundary-like 99th channel (a sigma-1 ridge along the scheme's curves); predictions
-    are ``0.8 x target + noise``. The plain functional loss (no weight map) is timed too, without a bar.
+    are ``0.8 x target + noise``. The plain functional loss (no weight map) is timed too, without a bar, and so is
+    the eager torch implementation (``awing.losses.native.disabled()``), which runs where the native kernel cannot
+    be built. The table says which implementation the default call used.
 (b) ``awing.boundary.boundary_heatmap(landmarks_hm, "98", heatmap_size=64)`` for one face; bar: 1 ms.
 (c) ``awing.codecs.HeatmapCodec(input_size=256, heatmap_size=64).encode(landmarks_hm)`` for one face; bar: 1 ms.
 
@@ -30,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from awing.landmarks import get_scheme
-from awing.losses import AdaptiveWingLoss, adaptive_wing_loss
+from awing.losses import AdaptiveWingLoss, adaptive_wing_loss, native
 
 
 def face_98(size: int = 64) -> np.ndarray:
@@ -135,11 +137,16 @@ def bench_losses(args: argparse.Namespace) -> dict[str, list[float]]:
 
         return run
 
+    def eager() -> torch.Tensor:
+        with native.disabled():
+            return criterion(leaf, target)
+
     return interleaved(
         {
             "awing": step(lambda: criterion(leaf, target)),
             "mse": step(lambda: F.mse_loss(leaf, target)),
             "awing_nomap": step(lambda: adaptive_wing_loss(leaf, target)),
+            "awing_eager": step(eager),
         },
         args.repeats,
     )
@@ -175,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         f"load average at start {os.getloadavg()[0]:.2f}",
         file=sys.stderr,
     )
+    implementation = "native C kernel" if native.available() else "eager torch: no native kernel"
     times = bench_losses(args)
     print("losses done", file=sys.stderr)
     times |= bench_targets(args)
@@ -184,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     shape = f"{args.batch}x99x64x64"
     rows = [
         (
-            f"AdaptiveWingLoss() fwd+bwd, {shape}",
+            f"AdaptiveWingLoss() fwd+bwd, {shape} [{implementation}]",
             "awing",
             f"<= 2.0 x MSE: {ratio:.2f} x ({ratio_min:.2f} x)",
             ratio <= 2.0,
@@ -194,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
             f"adaptive_wing_loss (no map) fwd+bwd, {shape}",
             "awing_nomap",
             f"{med['awing_nomap'] / med['mse']:.2f} x",
+            None,
+        ),
+        (
+            f"AdaptiveWingLoss() fwd+bwd, {shape} [eager torch, native.disabled()]",
+            "awing_eager",
+            f"{med['awing_eager'] / med['mse']:.2f} x",
             None,
         ),
         ("boundary_heatmap, 98 points, 64x64", "boundary", "<= 1 ms", med["boundary"] <= 1.0),

@@ -13,7 +13,10 @@ branch divides by ``ε``: many public ports divide by ``ω`` there, which breaks
 The loss map of methods.md §2 weights pixels near the foreground: ``W · M + 1`` with ``M`` the ground truth, grey
 dilated over a 3 x 3 window and thresholded with a strict ``> 0.2`` (as the official ``generate_weight_map``).
 
-Speed: a custom autograd function computes the loss and its gradient in one pass over memory, in chunks of
+Speed: float32 CPU inputs with no weight or one weight per heatmap go through a C kernel (:mod:`awing.losses.native`,
+compiled on first use) that computes the loss, its gradient and the map in one vectorised pass. Everything else, and
+every input when no C compiler is available, takes the eager torch path below, the reference the kernel is tested
+against: a custom autograd function computes the loss and its gradient in one pass over memory, in chunks of
 whole heatmaps that stay in the CPU cache, with the weight map built chunk by chunk; clamping ``Δ`` to ``θ`` folds
 both branches into one formula (for ``Δ ≥ θ`` the clamped slope is ``A``). The gradient is stored during the
 forward pass, already scaled, so the backward pass returns it (or multiplies it by the incoming gradient).
@@ -26,6 +29,8 @@ import math
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
+
+from awing.losses import native
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -89,6 +94,11 @@ def _check_map_options(threshold: float, weight: float, kernel_size: int) -> Non
     for name, value in (("threshold", threshold), ("weight", weight)):
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+
+
+def _check_target_range(low: float, high: float) -> None:
+    if not (low >= 0.0 and high <= 1.0):
+        raise ValueError(f"target values must lie in [0, 1], got min {low:.6g} and max {high:.6g}")
 
 
 def _planes(shape: torch.Size) -> tuple[int, int, int]:
@@ -201,8 +211,19 @@ def _awing_forward(
     plane = height * width
     p3 = pred.contiguous().view(num_planes, height, width)
     y3 = target.to(dtype).contiguous().view(num_planes, height, width)
-    w3 = None if weight is None else weight.to(dtype).expand(shape).reshape(num_planes, height, width)
     scale = 1.0 / numel if reduction == "mean" else 1.0
+    if native.serves(pred, weight):
+        plane_weight = None
+        if weight is not None:  # one weight per plane (native.serves checked it)
+            plane_weight = weight.to(dtype).expand(*shape[:-2], 1, 1) if weight.ndim else weight.to(dtype)
+            plane_weight = plane_weight.expand(num_planes) if plane_weight.ndim == 0 else plane_weight.reshape(-1)
+            plane_weight = plane_weight.contiguous()
+        loss, grad, low, high = native.awing_forward(
+            p3, y3, plane_weight, constants, weight_map, scale, need_grad, elementwise=reduction == "none"
+        )
+        _check_target_range(low.item(), high.item())
+        return loss.view(shape) if reduction == "none" else loss, None if grad is None else grad.view(shape)
+    w3 = None if weight is None else weight.to(dtype).expand(shape).reshape(num_planes, height, width)
     c = omega * scale / epsilon**2
 
     # On the CPU each thread of an elementwise op gets _CPU_CHUNK elements; elsewhere chunks only bound the memory.
@@ -252,9 +273,7 @@ def _awing_forward(
         excess_terms.append(torch.dot(flat_z, d.view(-1)))
         clamp_terms.append(torch.dot(flat_z, r.view(-1)))
 
-    low, high = torch.stack(lows).min().item(), torch.stack(highs).max().item()
-    if not (low >= 0.0 and high <= 1.0):
-        raise ValueError(f"target values must lie in [0, 1], got min {low:.6g} and max {high:.6g}")
+    _check_target_range(torch.stack(lows).min().item(), torch.stack(highs).max().item())
     if out is not None:
         loss = out.view(shape)
     else:
