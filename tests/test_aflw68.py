@@ -27,8 +27,8 @@ from awing.landmarks import get_scheme
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build_aflw68.py"
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("build_aflw68", SCRIPT)
+def _load_script(path: Path = SCRIPT):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -243,6 +243,25 @@ class TestAFLW68Dataset:
             ds = AFLW68Dataset(build, split="all", skip_invalid=True)
         assert len(ds) == 4
 
+    def test_partly_labelled_faces_and_stored_boxes(self, build):
+        """An extended build (scripts/extend_aflw68_human.py): x and y NaN = unlabelled; boxes.npy gives the box."""
+        points = np.load(build / "pts68.npy")
+        points[2, 20:] = np.nan
+        np.save(build / "pts68.npy", points)
+        boxes = np.array([[1, 2, 60, 70]] * 6, np.float32)
+        np.save(build / "boxes.npy", boxes)
+        sample = AFLW68Dataset(build, split="all")[2]
+        assert sample.visible[:20].all() and not sample.visible[20:].any()
+        np.testing.assert_array_equal(sample.landmarks_img[:20], points[2, :20])
+        np.testing.assert_allclose(sample.box, boxes[2])
+        boxes[4] = [5, 5, 5, 9]
+        np.save(build / "boxes.npy", boxes)
+        with pytest.raises(DataError, match=r"boxes.npy \[row 4, .*\]: box .* is not finite with x1 > x0"):
+            AFLW68Dataset(build, split="all")
+        np.save(build / "boxes.npy", boxes[:5])
+        with pytest.raises(DataError, match=r"boxes.npy: array has shape \(5, 4\); expected 6 x 4"):
+            AFLW68Dataset(build, split="all")
+
 
 # ------------------------------------------------------------------------------------------ build script
 
@@ -286,3 +305,25 @@ class TestBuildHelpers:
             np.array([10, 40, -40, 70, 20]), np.array([0.05, 0.05, 0.07, 0.01, 0.05]), np.array([1, 1, 0, 0, 1]), args
         )
         assert reasons.tolist() == ["", "silhouette", "agreement", "yaw", ""]
+
+
+class TestExtendHuman:
+    """Helpers of scripts/extend_aflw68_human.py."""
+
+    script = _load_script(SCRIPT.with_name("extend_aflw68_human.py"))
+
+    def test_single_counterparts(self):
+        assert self.script.SINGLE_COUNTERPART == {
+            0: 17, 1: 19, 2: 21, 3: 22, 4: 24, 5: 26, 6: 36, 8: 39, 9: 42, 11: 45, 13: 31, 14: 30, 15: 35, 17: 48,
+            19: 54, 20: 8,
+        }  # fmt: skip
+
+    @pytest.mark.parametrize("yaw", [45.0, -70.0])
+    def test_box_terms_round_trip(self, yaw):
+        ref = np.array([10.0, 20.0, 50.0, 80.0])  # longer side 60
+        box68 = np.array([4.0, 21.0, 58.0, 83.0])
+        terms = self.script.box_terms(box68, ref, yaw)
+        assert terms[0] == pytest.approx(np.sign(yaw) * (31 - 30) / 60) and terms[2] == pytest.approx(54 / 60)
+        np.testing.assert_allclose(self.script.predicted_box(ref, terms, yaw), box68, atol=1e-5)
+        mirrored = self.script.predicted_box(ref, terms, -yaw)  # the other turn: the shift changes side
+        assert (mirrored[0] + mirrored[2]) / 2 == pytest.approx(29.0)

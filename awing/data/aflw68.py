@@ -8,6 +8,7 @@ copied: ``build.json`` names the AFLW-21 root they are read from.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -147,6 +148,13 @@ def _read_build_info(path: Path) -> dict[str, Any]:
     return info
 
 
+def _checked_box(box: np.ndarray, path: Path, item: str) -> np.ndarray:
+    if not (np.isfinite(box).all() and box[2] > box[0] and box[3] > box[1]):
+        message = f"box (x0, y0, x1, y1) = {box.tolist()} is not finite with x1 > x0 and y1 > y0"
+        raise DataError(message, path, item=item)
+    return box.astype(np.float32)
+
+
 class AFLW68Dataset(LandmarkDataset):
     """AFLW-21 crops (120 x 120) with the 68 teacher points of a ``scripts/build_aflw68.py`` build.
 
@@ -158,9 +166,12 @@ class AFLW68Dataset(LandmarkDataset):
             ``root`` unless absolute).
         skip_invalid: skip bad faces with one warning.
 
-    Points are in crop pixels and all visible; the box is their tight box (the box rule of the AFLW2000-3D
-    protocol). Subsets: yaw bins (:data:`~awing.data.aflw.YAW_BINS`); ``attributes`` hold ``yaw_deg`` and
-    ``agreement`` (:func:`teacher_agreement` of the face).
+    Points are in crop pixels; the box is their tight box (the box rule of the AFLW2000-3D protocol). A build
+    extended with human points (``scripts/extend_aflw68_human.py``) also has faces where only some points are
+    labelled (the others have x and y NaN: not visible, weight 0 in training; one NaN coordinate is an error) and
+    a ``boxes.npy`` (N, 4) that gives every box.
+    Subsets: yaw bins (:data:`~awing.data.aflw.YAW_BINS`); ``attributes`` hold ``yaw_deg`` and ``agreement``
+    (:func:`teacher_agreement` of the face, NaN for a human-labelled one).
     """
 
     SPLITS = ("train", "val", "all")
@@ -182,13 +193,18 @@ class AFLW68Dataset(LandmarkDataset):
         points = _load_array(pts_path, (len(names), 68, 2), "aflw68")
         yaws = _load_array(root / "yaw_deg.npy", (len(names),), "aflw68")
         agreement = _load_array(root / "agreement.npy", (len(names),), "aflw68")
-        visible = np.ones(68, dtype=bool)
+        boxes_path = root / "boxes.npy"
+        boxes = _load_array(boxes_path, (len(names), 4), "aflw68") if boxes_path.exists() else None
+        labelled = ~np.isnan(points).all(axis=2)  # x and y NaN: a point the face has no label for
         invalid = InvalidItems(skip_invalid)
         records = []
         order = [i for i, name in enumerate(names) if split == "all" or aflw_is_validation(name) == (split == "val")]
         for i in order:
             with invalid:
-                record = _yaw_record(points[i], visible, crops / names[i], pts_path, f"row {i}, {names[i]}", yaws[i])
+                item = f"row {i}, {names[i]}"
+                record = _yaw_record(points[i], labelled[i], crops / names[i], pts_path, item, yaws[i])
+                if boxes is not None:
+                    record = dataclasses.replace(record, box=_checked_box(boxes[i], boxes_path, item))
                 record.attributes["agreement"] = float(agreement[i])
                 records.append(record)
         invalid.warn(f"faces of {pts_path}", len(order))
