@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from build_aflw68 import reference_boxes
 
 from awing.data import AFLWDataset
 from awing.data.aflw import YAW_BINS, aflw_is_validation, yaw_bin
@@ -38,14 +39,11 @@ from awing.data.sample import tight_box
 
 #: AFLW-21 point -> its single 68-point counterpart (the eye and mouth centres, means of several points, are left out).
 SINGLE_COUNTERPART = {aflw: points[0] for aflw, points in AFLW21_TO_68.items() if len(points) == 1}
-#: Points of the reference box: all AFLW points but the ears (as scripts/build_aflw68.py).
-REFERENCE_POINTS = tuple(i for i in range(21) if i not in (12, 16))
 
 
-def reference_box(points21: np.ndarray, visible21: np.ndarray) -> np.ndarray:
-    """Tight box of the visible AFLW points without the ears."""
-    ref = [i for i in REFERENCE_POINTS if visible21[i]]
-    return tight_box(points21[ref])
+def reference_box(record) -> np.ndarray:
+    """build_aflw68.py's reference box of one AFLW-21 record: the tight box of its visible points without the ears."""
+    return reference_boxes(record.landmarks_img[None], record.visible[None])[0]
 
 
 def box_terms(box68: np.ndarray, ref: np.ndarray, yaw: float) -> np.ndarray:
@@ -89,10 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     # Box terms on the kept faces at the poses closest to the added ones.
     fit_rows = [i for i, name in enumerate(names) if args.min_yaw <= abs(yaw[i]) < 60]
     terms = np.array(
-        [
-            box_terms(tight_box(pts68[i]), reference_box(human[n].landmarks_img, human[n].visible), yaw[i])
-            for i, n in ((i, names[i]) for i in fit_rows)
-        ]
+        [box_terms(tight_box(pts68[i]), reference_box(human[n]), yaw[i]) for i, n in ((i, names[i]) for i in fit_rows)]
     )
     median_terms = np.median(terms, axis=0)
     fit_error = np.median(np.abs(terms - median_terms), axis=0)
@@ -110,11 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         added_names.append(name)
         added_pts.append(points)
         added_yaw.append(record.attributes["yaw_deg"])
-        added_boxes.append(
-            predicted_box(
-                reference_box(record.landmarks_img, record.visible), median_terms, record.attributes["yaw_deg"]
-            )
-        )
+        added_boxes.append(predicted_box(reference_box(record), median_terms, record.attributes["yaw_deg"]))
 
     args.out.mkdir(parents=True, exist_ok=True)
     boxes = np.concatenate([np.stack([tight_box(p) for p in pts68]), np.stack(added_boxes)]).astype(np.float32)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -28,9 +29,14 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build_aflw68.py"
 
 
 def _load_script(path: Path = SCRIPT):
+    """Import a script as ``python scripts/<name>.py`` would, with ``scripts/`` on the path for its imports."""
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
     return module
 
 

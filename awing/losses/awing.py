@@ -214,10 +214,8 @@ def _awing_forward(
     scale = 1.0 / numel if reduction == "mean" else 1.0
     if native.serves(pred, weight):
         plane_weight = None
-        if weight is not None:  # one weight per plane (native.serves checked it)
-            plane_weight = weight.to(dtype).expand(*shape[:-2], 1, 1) if weight.ndim else weight.to(dtype)
-            plane_weight = plane_weight.expand(num_planes) if plane_weight.ndim == 0 else plane_weight.reshape(-1)
-            plane_weight = plane_weight.contiguous()
+        if weight is not None:  # one weight per plane (native.serves checked it), or a scalar
+            plane_weight = weight.to(dtype).expand(*shape[:-2], 1, 1).reshape(num_planes).contiguous()
         loss, grad, low, high = native.awing_forward(
             p3, y3, plane_weight, constants, weight_map, scale, need_grad, elementwise=reduction == "none"
         )
