@@ -3,15 +3,14 @@ the box and keep-rule helpers of scripts/build_aflw68.py. None needs dlib; the r
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
+from script_loader import load_script
 
 from awing.data import DATASETS, DataError, aflw_is_validation, build_dataset
 from awing.data.aflw68 import (
@@ -24,20 +23,6 @@ from awing.data.aflw68 import (
     teacher_agreement,
 )
 from awing.landmarks import get_scheme
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build_aflw68.py"
-
-
-def _load_script(path: Path = SCRIPT):
-    """Import a script as ``python scripts/<name>.py`` would, with ``scripts/`` on the path for its imports."""
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.parent))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(path.parent))
-    return module
 
 
 def _shape68(rng: np.random.Generator, n: int = 1) -> np.ndarray:
@@ -274,13 +259,13 @@ class TestAFLW68Dataset:
 
 class TestBuildHelpers:
     def test_dlib_rectangle_round_trip(self):
-        script = _load_script()
+        script = load_script("build_aflw68")
         box = script.dlib_rect_to_box((10, 20, 89, 99))
         np.testing.assert_array_equal(box, [9.5, 19.5, 89.5, 99.5])  # 80 x 80 pixels
         assert script.box_to_dlib_rect(box) == (10, 20, 89, 99)
 
     def test_teacher_box_and_calibration(self):
-        script = _load_script()
+        script = load_script("build_aflw68")
         reference = np.array([[10.0, 20.0, 50.0, 100.0], [0.0, 0.0, 60.0, 40.0]])
         boxes = script.teacher_boxes(reference, 1.2, (0.1, -0.1))
         # s = 80: centre (30, 60) + (8, -8), side 96; s = 60: centre (30, 20) + (6, -6), side 72
@@ -291,7 +276,7 @@ class TestBuildHelpers:
         np.testing.assert_allclose(result["offset"], [0.1, -0.1], atol=0.5 / 60)  # rectangles: nearest pixels
 
     def test_silhouette_and_keep_rule(self):
-        script = _load_script()
+        script = load_script("build_aflw68")
         human = np.zeros((2, 21, 2))
         human[:, :, 0] = np.linspace(40, 80, 21)
         human[:, :, 1] = np.linspace(0, 50, 21)
@@ -316,7 +301,7 @@ class TestBuildHelpers:
 class TestExtendHuman:
     """Helpers of scripts/extend_aflw68_human.py."""
 
-    script = _load_script(SCRIPT.with_name("extend_aflw68_human.py"))
+    script = load_script("extend_aflw68_human")
 
     def test_single_counterparts(self):
         assert self.script.SINGLE_COUNTERPART == {

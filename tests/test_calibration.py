@@ -5,7 +5,6 @@ save_detector's extra metadata."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -15,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from script_loader import load_script
 
 from awing.aligner import BoxAdapter, FaceAligner, InferenceSettings
 from awing.calibration import (
@@ -34,18 +34,8 @@ from awing.geometry import box_to_crop_matrix
 from awing.models import StackedHourglass, save_weights
 from awing.models.weights import read_metadata, read_weights
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
-
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-calibrate_script = _load_script("calibrate_box_adapter")
-bundle_script = _load_script("bundle_models")
+calibrate_script = load_script("calibrate_box_adapter")
+bundle_script = load_script("bundle_models")
 
 
 def _random_boxes(rng: np.random.Generator, n: int) -> np.ndarray:

