@@ -280,6 +280,41 @@ class TestDetectionAugment:
             assert len(faces) >= 1 and out.image.shape == (64, 64, 3)
             assert (out.boxes >= -0.5).all() and (out.boxes <= 63.5).all()
 
+    @pytest.mark.parametrize("face", [[100, 120, 140, 170], [0, 0, 290, 190]])
+    def test_zoom_brings_a_face_to_the_drawn_size_with_its_surroundings(self, face):
+        image = np.random.default_rng(0).integers(0, 256, (200, 300, 3), dtype=np.uint8)
+        config = DetectionAugmentConfig(zoom_prob=1.0, zoom_sizes=(20.0, 200.0), flip_prob=0.0, photometric_prob=0.0)
+        augment, sample = DetectionAugment(64, config), sample_with_face(image, face)
+        sides = []
+        for seed in range(30):
+            left, top, right, bottom = augment.crop_region(
+                300, 200, sample.boxes, sample.ignore, np.random.default_rng(seed)
+            )
+            side = right - left
+            assert bottom - top == pytest.approx(side)
+            target = 64 * np.sqrt((face[2] - face[0]) * (face[3] - face[1])) / side  # face side in output pixels
+            assert 20 - 1e-6 <= target <= 200 + 1e-6
+            sides.append(target)
+            assert side <= 300 + 1e-6  # never zoomed out beyond the image's longer side
+            for lo, hi, start, end, extent in (
+                (left, right, face[0], face[2], 300),
+                (top, bottom, face[1], face[3], 200),
+            ):
+                if end - start <= side:  # the face fits along this axis: it is inside, and so is the image
+                    assert lo <= start and end <= hi
+                    assert (lo >= -0.5 - 1e-6 and hi <= extent - 0.5 + 1e-6) or (lo <= -0.5 and hi >= extent - 0.5)
+                else:  # too large: centred on the face
+                    assert (lo + hi) / 2 == pytest.approx((start + end) / 2)
+            out = augment(sample, np.random.default_rng(seed))
+            np.testing.assert_allclose(np.sqrt(np.prod(out.boxes[0, 2:] - out.boxes[0, :2])), min(target, 64), rtol=0.2)
+        assert np.median(np.log(sides)) == pytest.approx(np.log(np.sqrt(20 * 200)), abs=0.6)  # log-uniform draw
+
+    def test_zoom_config_errors(self):
+        with pytest.raises(ValueError, match="zoom_sizes"):
+            DetectionAugmentConfig(zoom_sizes=(50.0, 10.0))
+        with pytest.raises(ValueError, match="zoom_prob"):
+            DetectionAugmentConfig(zoom_prob=1.5)
+
     def test_small_faces_become_ignore(self):
         image = np.zeros((400, 400, 3), np.uint8)
         out = DetectionAugment(64, DetectionAugmentConfig(min_face=4.0), train=False)(

@@ -9,9 +9,16 @@ rebuilt from its transformed corners.
 
 Training (``train=True``), RetinaFace-style:
 
-1. Up to ``crop_tries`` times: a square of side ``scale x min(W, H)`` (``scale`` drawn from ``crop_scales``) at a
-   uniformly random position inside the image; it is accepted when it contains the centre of at least one face (an
-   image without faces accepts the first). Otherwise the whole image, padded to a square at the bottom or right.
+1. With probability ``zoom_prob`` (images with faces only): a face-zoom crop. One face, drawn uniformly, is brought
+   to a side ``sqrt(w h)`` drawn log-uniformly from ``zoom_sizes`` output pixels (but the square is at most the
+   image's longer side), placed uniformly where it holds the whole face (or, when the face is larger than the
+   square, centred on it) and, where it can, inside the image. It gives every face size
+   with the face's real surroundings, so large faces meet their own hair, neck and background as negatives (after
+   the data-anchor-sampling of PyramidBox, Tang et al., ECCV 2018, with a continuous size instead of anchor bins).
+   Otherwise, up to ``crop_tries`` times: a square of side ``scale x min(W, H)`` (``scale`` drawn from
+   ``crop_scales``) at a uniformly random position inside the image; it is accepted when it contains the centre of
+   at least one face (an image without faces accepts the first). Otherwise the whole image, padded to a square at
+   the bottom or right.
 2. Faces whose centre falls outside the crop are dropped; ignore regions are kept when they overlap it. Kept boxes
    are clipped to the output; faces whose shorter side is below ``min_face`` output pixels become ignore regions.
 3. Mirror with probability ``flip_prob``.
@@ -102,6 +109,8 @@ class DetectionAugment:
         if self.train:
             faces = ~ignore
             centres = (boxes[faces, :2] + boxes[faces, 2:]) / 2
+            if self.config.zoom_prob > 0 and faces.any() and rng.random() < self.config.zoom_prob:
+                return self.zoom_region(boxes[faces][rng.integers(faces.sum())], width, height, rng)
             short = min(width, height)
             for _ in range(self.config.crop_tries):
                 side = float(rng.choice(self.config.crop_scales)) * short
@@ -112,6 +121,29 @@ class DetectionAugment:
                     return left, top, left + side, top + side
         side = float(max(width, height))
         return -0.5, -0.5, side - 0.5, side - 0.5
+
+    def zoom_region(
+        self, box: np.ndarray, width: int, height: int, rng: np.random.Generator
+    ) -> tuple[float, float, float, float]:
+        """A square region in which the face ``box`` (4,) gets a side ``sqrt(w h)`` drawn log-uniformly from
+        ``zoom_sizes`` output pixels, but never larger than the image's longer side (no zooming out onto padding).
+        Along each axis the region holds the face where it fits (else it is centred on it) and stays inside the
+        image where it can."""
+        x0, y0, x1, y1 = (float(v) for v in box)
+        face = max(np.sqrt(max(x1 - x0, 1e-3) * max(y1 - y0, 1e-3)), 1e-3)
+        target = np.exp(rng.uniform(*np.log(self.config.zoom_sizes)))
+        side = min(self.output_size * face / target, float(max(width, height)))
+        starts = []
+        for start, end, extent in ((x0, x1, width), (y0, y1, height)):
+            centred = (start + end - side) / 2
+            lo, hi = min(end - side, centred), max(start, centred)  # the face (or its centre) inside
+            inside = sorted((-0.5, extent - 0.5 - side))  # the region inside the image, or covering it
+            both = max(lo, inside[0]), min(hi, inside[1])
+            if both[0] <= both[1]:
+                lo, hi = both
+            starts.append(rng.uniform(lo, hi))
+        left, top = starts
+        return left, top, left + side, top + side
 
     def __call__(self, sample: DetectionSample, rng: np.random.Generator | None = None) -> DetectionSample:
         cfg, size = self.config, self.output_size

@@ -156,8 +156,21 @@ class DetectionAugmentConfig:
     min_face: float = _field(
         4.0, "faces whose shorter side is below this many output pixels are turned into ignore regions"
     )
+    zoom_prob: float = _field(
+        0.0,
+        "probability of a face-zoom crop instead of the random square crop: one face, drawn at random, is brought "
+        "to a size drawn log-uniformly from zoom_sizes, with its own surroundings (after PyramidBox's "
+        "data-anchor-sampling)",
+    )
+    zoom_sizes: tuple[float, float] = _field(
+        (16.0, 320.0), "range of the zoomed face's side (sqrt of its box area) in output pixels"
+    )
 
     def __post_init__(self) -> None:
+        _require(
+            0 < self.zoom_sizes[0] <= self.zoom_sizes[1], "zoom_sizes", "(low, high) with 0 < low <= high",
+            self.zoom_sizes,
+        )  # fmt: skip
         _require(
             len(self.crop_scales) > 0 and all(0 < s <= 1 for s in self.crop_scales),
             "crop_scales",
@@ -165,7 +178,7 @@ class DetectionAugmentConfig:
             self.crop_scales,
         )
         _require(self.crop_tries >= 1, "crop_tries", ">= 1", self.crop_tries)
-        _require_probabilities(self, ("flip_prob", "photometric_prob"))
+        _require_probabilities(self, ("flip_prob", "photometric_prob", "zoom_prob"))
         _require(self.min_face >= 0, "min_face", ">= 0", self.min_face)
 
 
