@@ -1,18 +1,24 @@
-"""Large-face detection training images: 2 x 2 mosaics of AFLW-21 training crops, merged with Face Mask Detection.
+"""Large-face detection training images: AFLW-21 training crops, alone and in 2 x 2 mosaics, merged with Face Mask
+Detection.
 
 Face Mask Detection (datasets/face-mask-detection/README.md) has mostly small faces in scenes (median box side
 25 px), so a detector trained on it alone misses the large faces of portraits. This script writes a VOC folder that
 holds both: symbolic links to every face-mask image and annotation (same names, so the fixed CRC-32 train/val split
 of `awing.detection.data.is_validation` keeps each face-mask image on its side), plus ``--count`` mosaics of four
-AFLW-21 **training-split** crops (120 x 120 each, a 240 x 240 image, four faces). AFLW2000-3D is never used.
+AFLW-21 **training-split** crops (120 x 120 each, a 240 x 240 image, four faces) and ``--singles`` single crops (a
+120 x 120 image, one face filling about two thirds of it). The singles are the portraits: after the random square
+crop and the resize to 320 (``configs/detector_face_mask.yaml``) their faces are 190 to 600 pixels, which neither
+face-mask nor the mosaics supply, and a detector trained without them scatters false boxes around large faces.
+Singles and mosaics use different faces. AFLW2000-3D is never used.
 
 Face box of an AFLW crop: the box rule calibrated against dlib's HOG detector in datasets/aflw68/README.md: a
 square of side 1.156 s centred at c + (-0.006, -0.116) s, with c and s the centre and the longer side of the tight
-box of the visible AFLW points without the ears (12, 16). Boxes are clipped to their tile. The mosaic names start
-with ``aflw_mosaic_`` and the split rule sends about 1 in 7 of them to validation, so validation AP on this folder
-mixes both sources: evaluate on the face-mask folder alone for face-mask figures.
+box of the visible AFLW points without the ears (12, 16). Boxes are clipped to their tile. The names start
+with ``aflw_mosaic_`` and ``aflw_single_`` and the split rule sends about 1 in 7 of them to validation, so
+validation AP on this folder mixes the sources: evaluate on the face-mask folder alone for face-mask figures.
 
     python scripts/build_detection_mosaics.py --out data/detection_mix            # 1,500 mosaics (6,000 faces)
+    python scripts/build_detection_mosaics.py --out data/detection_mix3 --singles 3000   # + 3,000 single crops
     awing train-detector configs/detector_face_mask.yaml data.root=data/detection_mix ...
 """
 
@@ -66,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--face-mask", default="../shared/data/face-mask-detection", help="Face Mask Detection root")
     parser.add_argument("--out", required=True, help="output VOC folder (images/, annotations/)")
     parser.add_argument("--count", type=int, default=1500, help="number of 2 x 2 mosaics (default 1500)")
+    parser.add_argument("--singles", type=int, default=0, help="number of single-crop images (default 0)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -82,21 +89,23 @@ def main(argv: list[str] | None = None) -> int:
     faces = AFLWDataset(args.aflw, "train")
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(faces))
-    for m in range(args.count):
-        canvas = np.zeros((2 * TILE, 2 * TILE, 3), np.uint8)
+    faces_in = iter(int(i) for i in np.resize(order, 4 * args.count + args.singles))
+    images = [(f"aflw_mosaic_{m:05d}", 2) for m in range(args.count)]
+    images += [(f"aflw_single_{m:05d}", 1) for m in range(args.singles)]
+    for name, tiles in images:
+        canvas = np.zeros((tiles * TILE, tiles * TILE, 3), np.uint8)
         boxes = []
-        for t in range(4):
-            face = faces[int(order[(4 * m + t) % len(order)])]
+        for t in range(tiles * tiles):
+            face = faces[next(faces_in)]
             if face.image.shape[:2] != (TILE, TILE):
                 raise ValueError(f"{face.image_path}: expected a {TILE} x {TILE} AFLW crop, got {face.image.shape[:2]}")
             dy, dx = TILE * (t // 2), TILE * (t % 2)
             canvas[dy : dy + TILE, dx : dx + TILE] = face.image
             box = np.clip(aflw_face_box(face.landmarks_img, face.visible), 0, TILE - 1)
             boxes.append(box + np.array([dx, dy, dx, dy], np.float32))
-        name = f"aflw_mosaic_{m:05d}"
         cv2.imwrite(str(out / "images" / f"{name}.jpg"), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
-        (out / "annotations" / f"{name}.xml").write_text(voc_xml(f"{name}.jpg", 2 * TILE, boxes))
-    print(f"{out}: {args.count} mosaics ({4 * args.count} AFLW faces) + links to {mask_root}")
+        (out / "annotations" / f"{name}.xml").write_text(voc_xml(f"{name}.jpg", tiles * TILE, boxes))
+    print(f"{out}: {args.count} mosaics, {args.singles} single crops + links to {mask_root}")
     return 0
 
 
