@@ -22,7 +22,8 @@ Written to ``--out`` (default ``awing/assets``):
   version, when the source file says it), ``training_command`` (when given), ``box_adapter_calibration`` (the
   calibration record of ``--adapter``, JSON, when present). Only a 68-point model may go to ``awing/assets``
   (``from_pretrained()`` loads ``landmarks_68.safetensors``).
-- ``detector.safetensors`` (``save_detector``, stored thresholds kept) with the same provenance keys, from the
+- ``detector.safetensors`` (``save_detector``, stored thresholds kept unless ``--detector-threshold`` sets the
+  operating score threshold) with the same provenance keys, from the
   detector's run.
 
 The adapter file is the JSON of ``scripts/calibrate_box_adapter.py`` (``{"box_adapter": {...}, "calibration":
@@ -33,6 +34,7 @@ must be that one (``--force`` skips the check).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -149,10 +151,13 @@ def bundle_landmarks(
     return save_weights(model, path, scheme=info.scheme, extra_metadata={**metadata, **extra})
 
 
-def bundle_detector(source: Path, out: Path, command: str | None) -> Path:
-    """Re-save the detector of ``source`` into ``out`` with its thresholds and provenance; returns the file."""
+def bundle_detector(source: Path, out: Path, command: str | None, score_threshold: float | None = None) -> Path:
+    """Re-save the detector of ``source`` into ``out`` with its thresholds (``score_threshold`` replaces the stored
+    operating threshold) and provenance; returns the file."""
     weights, run_dir = resolve_source(source)
     model, inference = load_detector(weights)
+    if score_threshold is not None:
+        inference = dataclasses.replace(inference, score_threshold=score_threshold)
     metadata = {}
     if run_dir is not None:
         metadata = provenance(load_config(run_dir / "config.yaml", cls=DetectorConfig), run_dir, command)
@@ -168,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, default=None, help="landmark training config (default: the run's)")
     parser.add_argument("--training-command", default=None, help="the landmark training command, for provenance")
     parser.add_argument("--detector-command", default=None, help="the detector training command, for provenance")
+    parser.add_argument(
+        "--detector-threshold", type=float, default=None, help="operating score threshold (default: the stored one)"
+    )
     parser.add_argument("--force", action="store_true", help="skip the adapter's detector checksum check")
     return parser
 
@@ -187,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra["box_adapter_calibration"] = json.dumps(calibration, separators=(",", ":"))
     written = [
         bundle_landmarks(args.landmarks, args.out, adapter, extra, args.config, args.training_command),
-        bundle_detector(args.detector, args.out, args.detector_command),
+        bundle_detector(args.detector, args.out, args.detector_command, args.detector_threshold),
     ]
     for path in written:
         print(f"{path}  {path.stat().st_size / 2**20:.2f} MiB ({path.stat().st_size} bytes)")

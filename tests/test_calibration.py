@@ -343,6 +343,11 @@ class TestBundle:
         validation = {"split": "val", "epoch": 2, "step": 2, "val_nme_box": 0.07, "val_fr@0.10": 0.2}
         assert json.loads(metadata["validation"]) == validation
         assert json.loads(metadata["box_adapter_calibration"]) == calibration
+
+        assert bundle_script.main([*args, "--out", str(out), "--detector-threshold", "0.35"]) == 0
+        assert load_detector(out / "detector.safetensors")[1] == InferenceConfig(
+            score_threshold=0.35, input_max_side=320
+        )
         training_config = json.loads(metadata["training_config"])
         assert "run" not in training_config and "root" not in training_config["data"]
         assert training_config["data"]["crop_scale"] == 1.3
