@@ -343,11 +343,6 @@ class TestBundle:
         validation = {"split": "val", "epoch": 2, "step": 2, "val_nme_box": 0.07, "val_fr@0.10": 0.2}
         assert json.loads(metadata["validation"]) == validation
         assert json.loads(metadata["box_adapter_calibration"]) == calibration
-
-        assert bundle_script.main([*args, "--out", str(out), "--detector-threshold", "0.35"]) == 0
-        assert load_detector(out / "detector.safetensors")[1] == InferenceConfig(
-            score_threshold=0.35, input_max_side=320
-        )
         training_config = json.loads(metadata["training_config"])
         assert "run" not in training_config and "root" not in training_config["data"]
         assert training_config["data"]["crop_scale"] == 1.3
@@ -355,6 +350,11 @@ class TestBundle:
         det_meta = read_metadata(out / "detector.safetensors")
         assert det_meta["trained_on"] == "face_mask, train split" and det_meta["training_run"] == "tinydet"
         assert json.loads(det_meta["validation"]) == {"split": "val", "epoch": 4, "step": 8, "val_ap": 0.5}
+
+        assert bundle_script.main([*args, "--out", str(out), "--detector-threshold", "0.35"]) == 0
+        assert load_detector(out / "detector.safetensors")[1] == InferenceConfig(
+            score_threshold=0.35, input_max_side=320
+        )
 
     def test_weights_file_with_config_and_bare_adapter(self, tmp_path):
         run, _ = _landmark_run(tmp_path / "run", num_points=21)

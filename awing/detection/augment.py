@@ -12,9 +12,9 @@ Training (``train=True``), RetinaFace-style:
 1. With probability ``zoom_prob`` (images with faces only): a face-zoom crop. One face, drawn uniformly, is brought
    to a side ``sqrt(w h)`` drawn log-uniformly from ``zoom_sizes`` output pixels (but the square is at most the
    image's longer side), placed uniformly where it holds the whole face (or, when the face is larger than the
-   square, centred on it) and, where it can, inside the image. It gives every face size
-   with the face's real surroundings, so large faces meet their own hair, neck and background as negatives (after
-   the data-anchor-sampling of PyramidBox, Tang et al., ECCV 2018, with a continuous size instead of anchor bins).
+   square, centred on it) and, where it can, inside the image. It gives every face size with the face's real
+   surroundings, so large faces meet their own hair, neck and background as negatives (after the
+   data-anchor-sampling of PyramidBox, Tang et al., ECCV 2018, with a continuous size instead of anchor bins).
    Otherwise, up to ``crop_tries`` times: a square of side ``scale x min(W, H)`` (``scale`` drawn from
    ``crop_scales``) at a uniformly random position inside the image; it is accepted when it contains the centre of
    at least one face (an image without faces accepts the first). Otherwise the whole image, padded to a square at
@@ -108,9 +108,9 @@ class DetectionAugment:
         """The square source region ``(x0, y0, x1, y1)`` (pixel edges) that becomes the output image."""
         if self.train:
             faces = ~ignore
-            centres = (boxes[faces, :2] + boxes[faces, 2:]) / 2
             if self.config.zoom_prob > 0 and faces.any() and rng.random() < self.config.zoom_prob:
                 return self.zoom_region(boxes[faces][rng.integers(faces.sum())], width, height, rng)
+            centres = (boxes[faces, :2] + boxes[faces, 2:]) / 2
             short = min(width, height)
             for _ in range(self.config.crop_tries):
                 side = float(rng.choice(self.config.crop_scales)) * short
@@ -130,7 +130,7 @@ class DetectionAugment:
         Along each axis the region holds the face where it fits (else it is centred on it) and stays inside the
         image where it can."""
         x0, y0, x1, y1 = (float(v) for v in box)
-        face = max(np.sqrt(max(x1 - x0, 1e-3) * max(y1 - y0, 1e-3)), 1e-3)
+        face = np.sqrt(max(x1 - x0, 1e-3) * max(y1 - y0, 1e-3))
         target = np.exp(rng.uniform(*np.log(self.config.zoom_sizes)))
         side = min(self.output_size * face / target, float(max(width, height)))
         starts = []
