@@ -72,13 +72,14 @@ class AugmentConfig:
     noise_prob: float = _field(0.2, "probability of additive Gaussian noise")
     jpeg_prob: float = _field(0.2, "probability of JPEG re-compression")
     colour_prob: float = _field(0.5, "probability of a brightness / contrast / saturation jitter")
+    grey_prob: float = _field(0.0, "probability of turning the crop grey (the same grey in all three channels)")
 
     def __post_init__(self) -> None:
         _require(self.rotation_deg >= 0, "rotation_deg", ">= 0", self.rotation_deg)
         _require(0 <= self.scale < 1, "scale", "in [0, 1)", self.scale)
         _require(self.shift_px >= 0, "shift_px", ">= 0", self.shift_px)
         _require_probabilities(
-            self, ("flip_prob", "occlusion_prob", "blur_prob", "noise_prob", "jpeg_prob", "colour_prob")
+            self, ("flip_prob", "occlusion_prob", "blur_prob", "noise_prob", "jpeg_prob", "colour_prob", "grey_prob")
         )
 
 

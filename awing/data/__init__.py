@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from awing.data.aflw import AFLW2000Dataset, AFLWDataset, aflw_crop_points, aflw_is_validation, yaw_bin
 from awing.data.aflw68 import AFLW68Dataset
+from awing.data.aflw68_3d import AFLW68TeacherDataset
 from awing.data.base import LandmarkDataset
 from awing.data.cofw import COFWDataset, read_cofw_mat
 from awing.data.datasets import DATASETS, build_dataset
@@ -42,6 +43,7 @@ __all__ = [
     "WFLWDataset",
     "WFLW_FLAGS",
     "AFLW68Dataset",
+    "AFLW68TeacherDataset",
     "aflw_crop_points",
     "aflw_is_validation",
     "build_dataset",

@@ -8,9 +8,9 @@ into ONE 2x3 matrix ``M`` (image -> crop). ``M`` warps the image once and maps t
 meaning. Evaluation takes the same path with the identity augmentation (:class:`GeometricParams` defaults).
 
 Photometric ops (the image only; points are untouched), in this order, each applied with its own probability:
-colour jitter (brightness, contrast, saturation), one occluding rectangle of a random colour, Gaussian blur,
-additive Gaussian noise, JPEG re-compression. albumentations 2.0.8 does colour, occlusion, blur and JPEG; the noise
-is ours (albumentations' ``GaussNoise`` costs about 4 ms per 256 x 256 crop, more than the rest of a sample).
+colour jitter (brightness, contrast, saturation), one occluding rectangle of a random colour, Gaussian blur, grey,
+additive Gaussian noise, JPEG re-compression. albumentations 2.0.8 does colour, occlusion, blur, grey and JPEG;
+the noise is ours (albumentations' ``GaussNoise`` costs about 4 ms per 256 x 256 crop, more than the rest of a sample).
 albumentations is imported lazily, on the first photometric call in each process, with
 ``NO_ALBUMENTATIONS_UPDATE=1`` (no network check).
 
@@ -263,6 +263,7 @@ class FaceAugmenter:
                     p=cfg.occlusion_prob,
                 ),
                 A.GaussianBlur(blur_limit=0, sigma_limit=(BLUR_SIGMA[0] * k, BLUR_SIGMA[1] * k), p=cfg.blur_prob),
+                A.ToGray(num_output_channels=3, p=cfg.grey_prob),
             ]
             after = [A.ImageCompression(quality_range=JPEG_QUALITY, p=cfg.jpeg_prob)]
             self._pipeline = tuple(
@@ -281,7 +282,7 @@ class FaceAugmenter:
             raise ValueError(f"image must be an (H, W, 3) uint8 RGB array, got {type(image).__name__} {shape}")
         cfg = self.config
         py_random = random.Random(int(rng.integers(2**63)))
-        uses_albumentations = max(cfg.colour_prob, cfg.occlusion_prob, cfg.blur_prob, cfg.jpeg_prob) > 0
+        uses_albumentations = max(cfg.colour_prob, cfg.occlusion_prob, cfg.blur_prob, cfg.grey_prob, cfg.jpeg_prob) > 0
         before, after = self._albumentations() if uses_albumentations else (None, None)
         if before is not None:
             before.set_random_state(rng, py_random)

@@ -7,6 +7,7 @@ from typing import Any
 
 from awing.data.aflw import AFLW2000Dataset, AFLWDataset
 from awing.data.aflw68 import AFLW68Dataset
+from awing.data.aflw68_3d import AFLW68TeacherDataset
 from awing.data.base import LandmarkDataset
 from awing.data.cofw import COFWDataset
 from awing.data.generic import CocoKeypointsDataset, PtsFolderDataset, SpigaJsonDataset
@@ -24,6 +25,7 @@ DATASETS: dict[str, type[LandmarkDataset]] = {
     "aflw2000-3d": AFLW2000Dataset,
     "aflw": AFLWDataset,
     "aflw68": AFLW68Dataset,
+    "aflw68-3d": AFLW68TeacherDataset,
     "pts": PtsFolderDataset,
     "coco": CocoKeypointsDataset,
     "spiga": SpigaJsonDataset,

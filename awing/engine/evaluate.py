@@ -58,7 +58,7 @@ __all__ = [
 
 #: Primary normalisation per data set (methods.md §5.1: AFLW-family papers use the box size sqrt(w h); COFW's AWing
 #: number is inter-pupil); every other data set uses the inter-ocular distance.
-DEFAULT_NORMS = {"aflw": "box", "aflw68": "box", "aflw2000-3d": "box", "cofw": "inter_pupil"}
+DEFAULT_NORMS = {"aflw": "box", "aflw68": "box", "aflw68-3d": "box", "aflw2000-3d": "box", "cofw": "inter_pupil"}
 
 
 def default_norm(dataset: str) -> str:
