@@ -109,6 +109,7 @@ class TestHaarFaceDetector:
         detector = HaarFaceDetector()
         blank = np.zeros((50, 70, 3), np.uint8)
         batch = detector.detect_batch([image, blank])
+        # Bit-exact: the cascade runs image by image (no batched arithmetic), so a batch is the same computation.
         for got, img in zip(batch, [image, blank], strict=True):
             for key, value in detector.detect(img).items():
                 np.testing.assert_array_equal(got[key], value)

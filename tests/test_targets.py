@@ -315,6 +315,8 @@ class TestLandmarkTrainingSet:
             train.set_epoch(epoch)  # reaches the persistent workers through shared memory
             batches = list(loader)
             expected = [default_collate([train[i] for i in range(j, j + 3)]) for j in (0, 3)]
+            # Bit-exact on purpose: a sample is a function of (seed, epoch, index) alone, built by the same
+            # single-threaded code in a worker and in-process (no batched float arithmetic); that is the feature.
             for got, want in zip(batches, expected, strict=True):
                 assert_same(got, want)
             epochs.append(batches)
