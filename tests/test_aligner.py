@@ -25,12 +25,14 @@ from torch import nn
 
 import awing
 from awing import aligner as aligner_module
-from awing.aligner import BoxAdapter, Face, FaceAligner, ImagePrediction, InferenceSettings, resolve_device
+from awing.aligner import Face, FaceAligner, ImagePrediction
 from awing.codecs import HeatmapCodec
 from awing.data.io import DataError
 from awing.detection import FaceDetector, FaceDetectorNet, save_detector
 from awing.detection.config import DetectorModelConfig
 from awing.detection.haar import HaarFaceDetector
+from awing.geometry import BoxAdapter
+from awing.inference import InferenceSettings, resolve_device
 from awing.models import ModelConfig, StackedHourglass, save_weights
 from awing.models.weights import RESERVED_METADATA, read_metadata
 

@@ -15,7 +15,7 @@ from awing.detection.config import DetectorConfig
 from awing.detection.data import read_dlib_xml
 from awing.detection.detector import load_detector
 from awing.detection.train import train_detector
-from awing.engine.checkpoint import load_checkpoint
+from awing.models.weights import load_checkpoint
 
 
 @pytest.fixture(autouse=True)

@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from awing.data.io import DataError
-from awing.imread import apply_orientation, as_rgb_image, jpeg_orientation, list_images, load_image
+from awing.data.io import DataError, apply_orientation, jpeg_orientation
+from awing.data.io import read_image as load_image
+from awing.imread import as_rgb_image, list_images
 
 
 def _segment(marker: int, payload: bytes) -> bytes:

@@ -17,18 +17,12 @@ from awing.config import ConfigError, LossConfig, OptimConfig, ScheduleConfig, c
 from awing.data import LandmarkTrainingSet
 from awing.data.io import write_pts
 from awing.engine import checkpoint as checkpoint_module
-from awing.engine.checkpoint import load_checkpoint
 from awing.engine.commands import add_eval_parser, add_train_parser
-from awing.engine.train import (
-    ModelEma,
-    StackedHeatmapLoss,
-    build_model_from_config,
-    build_optimizer,
-    lr_factor,
-    train,
-)
+from awing.engine.loop import ModelEma, lr_factor
+from awing.engine.train import StackedHeatmapLoss, build_model_from_config, build_optimizer, train
 from awing.losses import adaptive_wing_loss, loss_weight_map, mse_loss, wing_loss
 from awing.models import load_weights, read_weights
+from awing.models.weights import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,42 +1,34 @@
-"""Training engine: checkpoints, loggers, seeding (the train loop and evaluation build on these)."""
+"""Training engine: the training loop and its task hooks, landmark training and evaluation, checkpoints, loggers,
+seeding. The loop itself: :func:`awing.engine.train.train` (the submodule's name, so it is not re-exported here)."""
 
 from __future__ import annotations
 
-from awing.engine.checkpoint import CheckpointManager, load_checkpoint, save_checkpoint
+from awing.engine.checkpoint import CheckpointManager, save_checkpoint
+from awing.engine.evaluate import Evaluation, evaluate_model, landmark_report, run_evaluation
 from awing.engine.loggers import ConsoleLogger, JsonlLogger, MultiLogger, WandbLogger, build_logger
+from awing.engine.loop import TrainingTask, TrainResult, run_training
 from awing.engine.seeding import rng_state, seed_everything, set_rng_state
+from awing.engine.train import StackedHeatmapLoss
+from awing.models.weights import load_checkpoint
 
 __all__ = [
     "CheckpointManager",
     "ConsoleLogger",
+    "Evaluation",
     "JsonlLogger",
     "MultiLogger",
+    "StackedHeatmapLoss",
+    "TrainResult",
+    "TrainingTask",
     "WandbLogger",
     "build_logger",
+    "evaluate_model",
+    "landmark_report",
     "load_checkpoint",
     "rng_state",
+    "run_evaluation",
+    "run_training",
     "save_checkpoint",
     "seed_everything",
     "set_rng_state",
 ]
-
-# The train loop and evaluation load on first use (PEP 562): awing.models imports this package for its checkpoint
-# reader, and inference must not pull in the training stack. The loop itself: awing.engine.train.train (the
-# submodule's name, so it cannot be re-exported here as well).
-_LAZY = {
-    "StackedHeatmapLoss": "awing.engine.train",
-    "TrainResult": "awing.engine.train",
-    "Evaluation": "awing.engine.evaluate",
-    "evaluate_model": "awing.engine.evaluate",
-    "landmark_report": "awing.engine.evaluate",
-    "run_evaluation": "awing.engine.evaluate",
-}
-__all__ += list(_LAZY)
-
-
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'awing.engine' has no attribute {name!r}")
