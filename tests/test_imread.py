@@ -1,12 +1,16 @@
-"""Tests of awing.imread: EXIF orientation (parsed and applied by awing), robust image loading, folder listing."""
+"""Tests of the one image reader (awing.data.io.read_image: EXIF orientation parsed and applied by awing, robust
+loading) and of awing.imread (caller arrays, folder listing)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import struct
 
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from awing.data.io import DataError, apply_orientation, jpeg_orientation
 from awing.data.io import read_image as load_image
@@ -207,3 +211,43 @@ class TestListImages:
         assert list_images(tmp_path) == []
         with pytest.raises(NotADirectoryError, match="not a folder"):
             list_images(tmp_path / "missing")
+
+
+class TestOneReader:
+    def test_rotated_jpeg_is_upright_for_eval_and_predict(self, tmp_path, pattern):
+        """One EXIF rule: ``awing eval``'s data loading and ``awing predict`` see the same upright photo, so the
+        same model, box and crop give the same landmarks."""
+        from awing.cli import main
+        from awing.config import DataConfig
+        from awing.data.io import write_pts
+        from awing.engine.evaluate import evaluate_model, open_dataset
+        from awing.models import StackedHourglass, save_weights
+
+        folder = tmp_path / "faces" / "test"
+        folder.mkdir(parents=True)
+        photo = folder / "rot.jpg"
+        photo.write_bytes(_with_exif(_jpeg(pattern), _exif(6)))  # stored 40 wide x 24 high, shown 24 x 40
+        points = np.array([[6, 12], [17, 12], [12, 20], [8, 28], [16, 28]], np.float32)  # upright frame
+        write_pts(folder / "rot.pts", points)
+        cfg = DataConfig(name="pts", root=str(tmp_path / "faces"), scheme="5", input_size=32, heatmap_size=8)
+        faces = open_dataset(cfg, "test")
+        np.testing.assert_array_equal(faces[0].image, np.rot90(load_image(_plain(tmp_path, pattern)), -1))
+
+        torch.manual_seed(0)
+        model = StackedHourglass(num_stacks=1, num_landmarks=5, features=16, depth=1, input_size=32).eval()
+        weights = save_weights(model, tmp_path / "w.safetensors")
+        box = faces.records[0].box.tolist()
+        (tmp_path / "boxes.json").write_text(json.dumps({"rot.jpg": [box]}))
+        argv = ["predict", str(photo), "--weights", str(weights), "--boxes", str(tmp_path / "boxes.json")]
+        assert main([*argv, "--out", str(tmp_path / "out")]) == 0
+        record = json.loads((tmp_path / "out" / "rot.json").read_text())
+        assert (record["width"], record["height"]) == (24, 40)
+        evaluated = evaluate_model(model, faces, dataclasses.replace(cfg, num_workers=0), device=torch.device("cpu"))
+        # the same crop through the same routine; 1e-4 px allows for float32 summation order only
+        np.testing.assert_allclose(record["faces"][0]["landmarks"], evaluated.landmarks_img[0], rtol=0, atol=1e-4)
+
+
+def _plain(folder, pattern: np.ndarray):
+    path = folder / "plain.jpg"
+    path.write_bytes(_jpeg(pattern))
+    return path
