@@ -27,13 +27,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from awing import __version__
 from awing.detection.anchors import decode_boxes, decode_landmarks, generate_anchors
 from awing.detection.config import DetectorModelConfig, InferenceConfig
 from awing.detection.network import FaceDetectorNet, fuse_batchnorm
 from awing.detection.nms import batched_nms
 from awing.inference import resolve_device
 from awing.models.weights import load_state_dict_strict, read_safetensors
+from awing.version import __version__
 
 __all__ = ["DETECTOR_FORMAT", "PAD_VALUE", "FaceDetector", "load_detector", "save_detector"]
 

@@ -33,9 +33,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor, nn
 
-from awing import __version__
 from awing.landmarks import get_scheme
 from awing.models.hourglass import ModelConfig, StackedHourglass, infer_config
+from awing.version import __version__
 
 WEIGHTS_FORMAT = "awing.weights.v1"
 STRIPPED_PREFIXES = ("module.", "_orig_mod.")
