@@ -4,23 +4,25 @@ Per image: face boxes from the detector (or the caller's boxes, or the whole ima
 the box adapter (detector boxes only) -> one crop matrix per face (:func:`awing.geometry.box_to_crop_matrix`,
 side ``crop_scale * max(w, h)``) -> ``cv2.warpAffine`` from the original image to the ``S x S`` input -> all faces
 of a batch of images through the network together -> the last stack's landmark heatmaps (boundary channel
-dropped) -> optional flip test -> :meth:`HeatmapCodec.decode` (DARK sub-pixel) -> ``to_crop`` -> the inverse crop
-matrix -> landmarks in original-image pixels (float32, never rounded).
+dropped) -> optional flip test -> :meth:`HeatmapCodec.decode` -> ``to_crop`` -> the inverse crop matrix -> landmarks
+in original-image pixels (float32, never rounded). From the crops on, this is :func:`awing.inference.predict_crops`,
+the routine evaluation uses too.
 
 The crop is always warped from the original image, whatever its size (the detector alone works on a copy resized
 to its ``input_max_side``), exactly as training crops are made (:func:`awing.data.augment.warp_face`).
 
-**Inference settings** come from the landmark weights' metadata (:class:`InferenceSettings`, keys ``data`` and
-``box_adapter``, written with ``save_weights(..., extra_metadata=settings.to_metadata())``); absent keys take the
-training defaults of :class:`awing.config.DataConfig` (crop_scale 1.25, subpixel codec, sigma 1.5) and the
-identity adapter.
+**Inference settings** come from the landmark weights' metadata (:class:`~awing.inference.InferenceSettings`,
+keys ``data`` and ``box_adapter``, written by the trainer and by
+``save_weights(..., extra_metadata=settings.to_metadata())``); absent keys take the training defaults of
+:class:`awing.config.DataConfig` (crop_scale 1.25, subpixel codec, sigma 1.5) and the identity adapter.
 
 **Box adapter.** The model was trained on crops around boxes of one convention (e.g. the tight box of the
-ground-truth points); a detector's boxes sit differently on the face. :class:`BoxAdapter` maps a detector box to
-the training convention by a centre shift in fractions of the box's width and height and a scale of its sides.
-It is applied to detector boxes only; boxes given by the caller are taken to be in the model's own convention.
-A detector with its own ``box_adapter`` attribute (:class:`~awing.detection.haar.HaarFaceDetector`) brings the
-adapter fitted for it, which replaces the one stored with the landmark weights (fitted for awing's detector).
+ground-truth points); a detector's boxes sit differently on the face. :class:`~awing.geometry.BoxAdapter` maps a
+detector box to the training convention by a centre shift in fractions of the box's width and height and a scale of
+its sides. It is applied to detector boxes only; boxes given by the caller are taken to be in the model's own
+convention. A detector with its own ``box_adapter`` attribute (:class:`~awing.detection.haar.HaarFaceDetector`)
+brings the adapter fitted for it, which replaces the one stored with the landmark weights (fitted for awing's
+detector).
 
 **Scores.** ``Face.box_score`` is the detector's score: awing's detector gives a face probability, OpenCV's Haar
 cascade a level weight (unbounded, not a probability); ``None`` for caller boxes and whole-image faces.
@@ -29,8 +31,7 @@ confident point, near 0 on a lost one; not a probability).
 
 **Flip test** (``flip_test=True``): each crop is also run mirrored (``x' = S - 1 - x``); the mirrored heatmaps are
 flipped back and their channels permuted by the scheme's ``flip_index``
-(:func:`awing.codecs.flip_heatmaps_back`), then averaged with the plain ones before decoding: the one inference
-routine of ``awing eval`` too (:func:`awing.inference.predict_crops`).
+(:func:`awing.codecs.flip_heatmaps_back`), then averaged with the plain ones before decoding, as in ``awing eval``.
 
 **No face** is an empty list. ``get_landmarks_from_image`` / ``get_landmarks_from_directory`` mirror the
 face-alignment library's methods (and its ``None`` for no face) for users switching from it.

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from awing.codecs import MODES, HeatmapCodec, flip_heatmaps_back, heatmaps_to_landmarks
-from awing.config import ConfigError
+from awing.config import ConfigError, DataConfig
 from awing.geometry import BoxAdapter, _check_keys, _finite
 from awing.landmarks import LandmarkScheme
 from awing.models.hourglass import ModelConfig
@@ -112,7 +112,7 @@ class InferenceSettings:
             raise TypeError(f"box_adapter must be a BoxAdapter, got {type(self.box_adapter).__name__}")
 
     @classmethod
-    def from_data_config(cls, data: Any, box_adapter: BoxAdapter | None = None) -> InferenceSettings:
+    def from_data_config(cls, data: DataConfig, box_adapter: BoxAdapter | None = None) -> InferenceSettings:
         """The settings of a training config's ``data`` section (an :class:`awing.config.DataConfig`)."""
         adapter = BoxAdapter() if box_adapter is None else box_adapter
         return cls(crop_scale=data.crop_scale, codec=data.codec, sigma=data.sigma, box_adapter=adapter)

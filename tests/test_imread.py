@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from awing.data.io import DataError, apply_orientation, jpeg_orientation
-from awing.data.io import read_image as load_image
+from awing.data.io import DataError, apply_orientation, jpeg_orientation, read_image
 from awing.imread import as_rgb_image, list_images
 
 
@@ -110,18 +109,18 @@ class TestApplyOrientation:
             apply_orientation(np.zeros((2, 2), np.uint8), value)
 
 
-class TestLoadImage:
+class TestExifReadImage:
     @pytest.mark.parametrize("value", range(1, 9))
     def test_exif_orientation_matches_opencv_imread(self, tmp_path, pattern, value):
         """Our parser + transform equal OpenCV 4.x's own EXIF handling in ``cv2.imread``, bit for bit."""
         path = tmp_path / f"o{value}.jpg"
         path.write_bytes(_with_exif(_jpeg(pattern, 90), _exif(value, ">" if value % 2 else "<")))
         reference = cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1]
-        np.testing.assert_array_equal(load_image(path), reference)
+        np.testing.assert_array_equal(read_image(path), reference)
 
     def test_exif_rotation_moves_content(self, tmp_path, pattern):
-        stored = load_image(self._write(tmp_path / "plain.jpg", _jpeg(pattern)))
-        rotated = load_image(self._write(tmp_path / "rot.jpg", _with_exif(_jpeg(pattern), _exif(6))))
+        stored = read_image(self._write(tmp_path / "plain.jpg", _jpeg(pattern)))
+        rotated = read_image(self._write(tmp_path / "rot.jpg", _with_exif(_jpeg(pattern), _exif(6))))
         assert stored.shape == (24, 40, 3) and rotated.shape == (40, 24, 3)
         np.testing.assert_array_equal(rotated, np.rot90(stored, -1))  # 6: 90 degrees clockwise
 
@@ -134,18 +133,18 @@ class TestLoadImage:
         image = np.zeros((6, 8, 3), np.uint8)
         image[..., 0] = 200  # red
         path = self._write(tmp_path / "фото_顔 é.png", cv2.imencode(".png", image[:, :, ::-1])[1].tobytes())
-        np.testing.assert_array_equal(load_image(path), image)
+        np.testing.assert_array_equal(read_image(path), image)
 
     def test_grey_rgba_and_16_bit(self, tmp_path):
         grey = np.arange(48, dtype=np.uint8).reshape(6, 8)
-        out = load_image(self._write(tmp_path / "g.png", cv2.imencode(".png", grey)[1].tobytes()))
+        out = read_image(self._write(tmp_path / "g.png", cv2.imencode(".png", grey)[1].tobytes()))
         np.testing.assert_array_equal(out, np.repeat(grey[:, :, None], 3, axis=2))
         bgra = np.dstack([np.full((6, 8), v, np.uint8) for v in (10, 20, 30, 0)])  # fully transparent
-        out = load_image(self._write(tmp_path / "a.png", cv2.imencode(".png", bgra)[1].tobytes()))
+        out = read_image(self._write(tmp_path / "a.png", cv2.imencode(".png", bgra)[1].tobytes()))
         assert out.shape == (6, 8, 3) and out[0, 0].tolist() == [30, 20, 10]
         deep = np.full((6, 8), 65535, np.uint16)
         deep[0, 0] = 257 * 100
-        out = load_image(self._write(tmp_path / "d.png", cv2.imencode(".png", deep)[1].tobytes()))
+        out = read_image(self._write(tmp_path / "d.png", cv2.imencode(".png", deep)[1].tobytes()))
         assert out.dtype == np.uint8 and out[0, 0].tolist() == [100] * 3 and out[1, 1].tolist() == [255] * 3
 
     @pytest.mark.parametrize(
@@ -159,24 +158,24 @@ class TestLoadImage:
     def test_bad_files_raise_naming_the_file(self, tmp_path, name, content, match):
         path = self._write(tmp_path / name, content)
         with pytest.raises(DataError, match=match) as info:
-            load_image(path)
+            read_image(path)
         assert name in str(info.value)
 
     def test_truncated_jpeg(self, tmp_path, pattern):
         data = _jpeg(np.tile(pattern, (4, 4, 1)), 90)
         with pytest.raises(DataError, match="truncated JPEG"):
-            load_image(self._write(tmp_path / "cut.jpg", data[: len(data) // 2]))
+            read_image(self._write(tmp_path / "cut.jpg", data[: len(data) // 2]))
 
     def test_truncated_png(self, tmp_path, pattern):
         data = cv2.imencode(".png", np.tile(pattern, (8, 8, 1)))[1].tobytes()
         with pytest.raises(DataError, match="cut.png"):
-            load_image(self._write(tmp_path / "cut.png", data[: len(data) // 2]))
+            read_image(self._write(tmp_path / "cut.png", data[: len(data) // 2]))
 
     def test_missing_and_folder(self, tmp_path):
         with pytest.raises(DataError, match="image not found"):
-            load_image(tmp_path / "nope.jpg")
+            read_image(tmp_path / "nope.jpg")
         with pytest.raises(DataError, match="is a folder"):
-            load_image(tmp_path)
+            read_image(tmp_path)
 
 
 class TestAsRgbImage:
@@ -231,7 +230,7 @@ class TestOneReader:
         write_pts(folder / "rot.pts", points)
         cfg = DataConfig(name="pts", root=str(tmp_path / "faces"), scheme="5", input_size=32, heatmap_size=8)
         faces = open_dataset(cfg, "test")
-        np.testing.assert_array_equal(faces[0].image, np.rot90(load_image(_plain(tmp_path, pattern)), -1))
+        np.testing.assert_array_equal(faces[0].image, np.rot90(read_image(_plain(tmp_path, pattern)), -1))
 
         torch.manual_seed(0)
         model = StackedHourglass(num_stacks=1, num_landmarks=5, features=16, depth=1, input_size=32).eval()
