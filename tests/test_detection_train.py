@@ -128,6 +128,11 @@ class TestTrainDetector:
         for key, value in released.state_dict().items():
             assert torch.equal(value, a["ema"][key]), key  # the release weights are the average
 
+    def test_loop_settings_are_checked(self):
+        assert (config().optim.amp, config().optim.ema) == (True, 0.0)  # AMP on CUDA by default, EMA off
+        with pytest.raises(ConfigError, match="ema"):
+            config("optim.ema=1.0")
+
     def test_refuses_to_overwrite_and_checks_model(self, squares, tmp_path):
         cfg = config(*overrides(squares, tmp_path / "run", "schedule.epochs=1", "run.val_every=5", *FIXED))
         result = train_detector(cfg)
