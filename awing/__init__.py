@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from awing.codecs import HeatmapCodec  # noqa: E402
-from awing.landmarks import LandmarkScheme, get_scheme  # noqa: E402
-from awing.losses import AdaptiveWingLoss, adaptive_wing_loss, loss_weight_map  # noqa: E402
+from awing.landmarks import LandmarkScheme, get_scheme
+from awing.losses import AdaptiveWingLoss, adaptive_wing_loss, loss_weight_map
+from awing.version import __version__
 
 __all__ = [
     "AdaptiveWingLoss",
@@ -22,9 +20,14 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    """Lazy exports: ``awing.FaceAligner`` and ``awing.Face`` import the inference stack on first use."""
+    """Lazy exports: ``awing.FaceAligner``, ``awing.Face`` and ``awing.HeatmapCodec`` import OpenCV and the
+    inference stack on first use, so ``import awing.losses`` needs only torch."""
     if name in ("Face", "FaceAligner"):
         from awing import aligner
 
         return getattr(aligner, name)
+    if name == "HeatmapCodec":
+        from awing.codecs import HeatmapCodec
+
+        return HeatmapCodec
     raise AttributeError(f"module 'awing' has no attribute {name!r}")

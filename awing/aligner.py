@@ -4,23 +4,25 @@ Per image: face boxes from the detector (or the caller's boxes, or the whole ima
 the box adapter (detector boxes only) -> one crop matrix per face (:func:`awing.geometry.box_to_crop_matrix`,
 side ``crop_scale * max(w, h)``) -> ``cv2.warpAffine`` from the original image to the ``S x S`` input -> all faces
 of a batch of images through the network together -> the last stack's landmark heatmaps (boundary channel
-dropped) -> optional flip test -> :meth:`HeatmapCodec.decode` (DARK sub-pixel) -> ``to_crop`` -> the inverse crop
-matrix -> landmarks in original-image pixels (float32, never rounded).
+dropped) -> optional flip test -> :meth:`HeatmapCodec.decode` -> ``to_crop`` -> the inverse crop matrix -> landmarks
+in original-image pixels (float32, never rounded). From the crops on, this is :func:`awing.inference.predict_crops`,
+the routine evaluation uses too.
 
 The crop is always warped from the original image, whatever its size (the detector alone works on a copy resized
 to its ``input_max_side``), exactly as training crops are made (:func:`awing.data.augment.warp_face`).
 
-**Inference settings** come from the landmark weights' metadata (:class:`InferenceSettings`, keys ``data`` and
-``box_adapter``, written with ``save_weights(..., extra_metadata=settings.to_metadata())``); absent keys take the
-training defaults of :class:`awing.config.DataConfig` (crop_scale 1.25, subpixel codec, sigma 1.5) and the
-identity adapter.
+**Inference settings** come from the landmark weights' metadata (:class:`~awing.inference.InferenceSettings`,
+keys ``data`` and ``box_adapter``, written by the trainer and by
+``save_weights(..., extra_metadata=settings.to_metadata())``); absent keys take the training defaults of
+:class:`awing.config.DataConfig` (crop_scale 1.25, subpixel codec, sigma 1.5) and the identity adapter.
 
 **Box adapter.** The model was trained on crops around boxes of one convention (e.g. the tight box of the
-ground-truth points); a detector's boxes sit differently on the face. :class:`BoxAdapter` maps a detector box to
-the training convention by a centre shift in fractions of the box's width and height and a scale of its sides.
-It is applied to detector boxes only; boxes given by the caller are taken to be in the model's own convention.
-A detector with its own ``box_adapter`` attribute (:class:`~awing.detection.haar.HaarFaceDetector`) brings the
-adapter fitted for it, which replaces the one stored with the landmark weights (fitted for awing's detector).
+ground-truth points); a detector's boxes sit differently on the face. :class:`~awing.geometry.BoxAdapter` maps a
+detector box to the training convention by a centre shift in fractions of the box's width and height and a scale of
+its sides. It is applied to detector boxes only; boxes given by the caller are taken to be in the model's own
+convention. A detector with its own ``box_adapter`` attribute (:class:`~awing.detection.haar.HaarFaceDetector`)
+brings the adapter fitted for it, which replaces the one stored with the landmark weights (fitted for awing's
+detector).
 
 **Scores.** ``Face.box_score`` is the detector's score: awing's detector gives a face probability, OpenCV's Haar
 cascade a level weight (unbounded, not a probability); ``None`` for caller boxes and whole-image faces.
@@ -29,8 +31,7 @@ confident point, near 0 on a lost one; not a probability).
 
 **Flip test** (``flip_test=True``): each crop is also run mirrored (``x' = S - 1 - x``); the mirrored heatmaps are
 flipped back and their channels permuted by the scheme's ``flip_index``
-(:func:`awing.engine.evaluate.flip_heatmaps_back`), then averaged with the plain ones before decoding, as in
-``awing eval``.
+(:func:`awing.codecs.flip_heatmaps_back`), then averaged with the plain ones before decoding, as in ``awing eval``.
 
 **No face** is an empty list. ``get_landmarks_from_image`` / ``get_landmarks_from_directory`` mirror the
 face-alignment library's methods (and its ``None`` for no face) for users switching from it.
@@ -43,12 +44,10 @@ Bundled weights: ``from_pretrained()`` loads ``awing/assets/landmarks_68.safeten
 from __future__ import annotations
 
 import copy
-import json
-import math
 import sys
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +55,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from awing.codecs import MODES, HeatmapCodec
-from awing.data.io import DataError
+from awing.data.io import DataError, read_image
 from awing.detection.detector import FaceDetector
-from awing.geometry import box_to_crop_matrix, invert, transform_points, warp_image
-from awing.imread import as_rgb_image, list_images, load_image
+from awing.detection.haar import HaarFaceDetector
+from awing.geometry import BoxAdapter, box_to_crop_matrix, warp_image
+from awing.imread import as_rgb_image, list_images
+from awing.inference import InferenceSettings, predict_crops, resolve_device
 from awing.landmarks import get_scheme
 from awing.models.hourglass import ModelConfig
 from awing.models.weights import default_scheme, model_from_state_dict, read_metadata, read_weights
@@ -71,12 +71,9 @@ __all__ = [
     "BUNDLED_DETECTOR",
     "BUNDLED_LANDMARKS",
     "OPENCV",
-    "BoxAdapter",
     "Face",
     "FaceAligner",
     "ImagePrediction",
-    "InferenceSettings",
-    "resolve_device",
 ]
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
@@ -90,139 +87,6 @@ MAX_FACES_PER_FORWARD = 64
 """Faces per network call: a batch's faces go through together, in chunks of at most this many (memory bound)."""
 
 ImageInput = np.ndarray | str | Path
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> CUDA when present, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:N"`` as given (CUDA must exist)."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from err
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use 'auto' or 'cpu'")
-    return resolved
-
-
-def _finite(value: Any, name: str, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if positive and value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    return float(value)
-
-
-def _json_object(text: str, key: str) -> dict[str, Any]:
-    """The JSON object stored under weights metadata ``key``; ``ValueError`` naming the key otherwise."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"weights metadata {key!r} is not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"weights metadata {key!r} must be a JSON object, got {text!r}")
-    return data
-
-
-def _check_keys(cls: type, data: Mapping[str, Any], extra: tuple[str, ...] = ()) -> None:
-    known = {f.name for f in fields(cls)} | set(extra)
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys {unknown}; valid keys: {sorted(known)}")
-
-
-@dataclass(frozen=True)
-class BoxAdapter:
-    """Linear map from a detector's boxes to the box convention the landmark model was trained with.
-
-    For a box ``(x0, y0, x1, y1)`` with size ``(w, h)`` and centre ``(cx, cy)``, the adapted box has centre
-    ``(cx + shift_x * w, cy + shift_y * h)`` and size ``(scale * w, scale * h)``. The identity by default.
-
-    >>> BoxAdapter(shift_y=0.1, scale=0.5)(np.array([[0.0, 0.0, 100.0, 200.0]])).tolist()
-    [[25.0, 70.0, 75.0, 170.0]]
-    """
-
-    shift_x: float = 0.0
-    shift_y: float = 0.0
-    scale: float = 1.0
-
-    def __post_init__(self) -> None:
-        for name in ("shift_x", "shift_y"):
-            object.__setattr__(self, name, _finite(getattr(self, name), f"BoxAdapter.{name}"))
-        object.__setattr__(self, "scale", _finite(self.scale, "BoxAdapter.scale", positive=True))
-
-    def __call__(self, boxes: np.ndarray) -> np.ndarray:
-        """Adapt ``(N, 4)`` xyxy boxes -> float64 ``(N, 4)``."""
-        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        size = boxes[:, 2:] - boxes[:, :2]
-        centre = 0.5 * (boxes[:, :2] + boxes[:, 2:]) + size * (self.shift_x, self.shift_y)
-        half = 0.5 * self.scale * size
-        return np.concatenate([centre - half, centre + half], axis=1)
-
-    def to_dict(self) -> dict[str, float]:
-        return {"shift_x": self.shift_x, "shift_y": self.shift_y, "scale": self.scale}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> BoxAdapter:
-        _check_keys(cls, data)
-        return cls(**data)
-
-
-@dataclass(frozen=True)
-class InferenceSettings:
-    """How a landmark model's crops and heatmaps were made in training (stored in its weights' metadata).
-
-    Attributes:
-        crop_scale: crop side = ``crop_scale * max(w, h)`` of the (adapted) face box (``DataConfig.crop_scale``).
-        codec: heatmap decoder, ``"subpixel"`` (DARK) or ``"awing_official"`` (``DataConfig.codec``).
-        sigma: Gaussian std in heatmap pixels of the subpixel codec (its DARK modulation uses it).
-        box_adapter: detector box -> training box convention.
-
-    Metadata (str -> str, :meth:`to_metadata`): ``data`` = JSON ``{"crop_scale", "codec", "sigma"}`` (optional
-    ``input_size`` / ``heatmap_size`` entries are checked against the model), ``box_adapter`` = JSON
-    ``{"shift_x", "shift_y", "scale"}``. A missing key or entry takes the default.
-    """
-
-    crop_scale: float = 1.25
-    codec: str = "subpixel"
-    sigma: float = 1.5
-    box_adapter: BoxAdapter = field(default_factory=BoxAdapter)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "crop_scale", _finite(self.crop_scale, "crop_scale", positive=True))
-        object.__setattr__(self, "sigma", _finite(self.sigma, "sigma", positive=True))
-        if self.codec not in MODES:
-            raise ValueError(f"codec must be one of {MODES}, got {self.codec!r}")
-        if not isinstance(self.box_adapter, BoxAdapter):
-            raise TypeError(f"box_adapter must be a BoxAdapter, got {type(self.box_adapter).__name__}")
-
-    def to_metadata(self) -> dict[str, str]:
-        """The ``data`` and ``box_adapter`` metadata entries (for ``save_weights(..., extra_metadata=...)``)."""
-        data = {"crop_scale": self.crop_scale, "codec": self.codec, "sigma": self.sigma}
-        return {"data": json.dumps(data), "box_adapter": json.dumps(self.box_adapter.to_dict())}
-
-    @classmethod
-    def from_metadata(cls, metadata: Mapping[str, str], config: ModelConfig | None = None) -> InferenceSettings:
-        """Parse the ``data`` / ``box_adapter`` entries of weights metadata; ``config`` checks stored sizes."""
-        data = _json_object(metadata["data"], "data") if "data" in metadata else {}
-        _check_keys(cls, data, extra=("input_size", "heatmap_size"))
-        if "box_adapter" in data:
-            raise ValueError("weights metadata 'data' must not hold box_adapter; it is its own metadata key")
-        if config is not None:
-            for name in ("input_size", "heatmap_size"):
-                if name in data and data[name] != getattr(config, name):
-                    raise ValueError(
-                        f"weights metadata 'data' says {name}={data[name]!r} but the model has {getattr(config, name)}"
-                    )
-        settings = {k: v for k, v in data.items() if k not in ("input_size", "heatmap_size")}
-        if "box_adapter" in metadata:
-            settings["box_adapter"] = BoxAdapter.from_dict(_json_object(metadata["box_adapter"], "box_adapter"))
-        return cls(**settings)
-
-    def make_codec(self, config: ModelConfig) -> HeatmapCodec:
-        """The decoder for a model of ``config`` (its input and heatmap sizes)."""
-        sigma = None if self.codec == "awing_official" else self.sigma
-        return HeatmapCodec(config.input_size, config.heatmap_size, sigma=sigma, mode=self.codec)
 
 
 @dataclass(frozen=True, eq=False)
@@ -429,8 +293,6 @@ class FaceAligner:
         kwargs.setdefault("scheme", info.scheme)
         device = resolve_device(device)
         if isinstance(detector, str) and detector == OPENCV:
-            from awing.detection.haar import HaarFaceDetector  # imports this module: not at the top
-
             detector = HaarFaceDetector()
         elif isinstance(detector, (str, Path)):
             detector_path = _bundled(BUNDLED_DETECTOR, "detector") if detector == BUNDLED else Path(detector)
@@ -457,7 +319,7 @@ class FaceAligner:
 
         Args:
             image: RGB array (``H x W x 3``; grey, RGBA and uint16 are converted) or an image file path (read with
-                :func:`awing.imread.load_image`, EXIF orientation applied).
+                :func:`awing.data.io.read_image`, EXIF orientation applied).
             boxes: optional ``(N, 4)`` (or ``(N, 5)``, a score column ignored) xyxy face boxes in image pixels,
                 in the model's box convention; they replace detection (the box adapter is not applied).
 
@@ -484,7 +346,7 @@ class FaceAligner:
     @staticmethod
     def _read(image: ImageInput, index: int) -> np.ndarray:
         if isinstance(image, (str, Path)):
-            return load_image(image)
+            return read_image(image)
         return as_rgb_image(image, f"images[{index}]")
 
     def _boxes(self, images: list[np.ndarray], boxes: list[np.ndarray | None]) -> list[tuple[np.ndarray, Any]]:
@@ -532,30 +394,28 @@ class FaceAligner:
             first += len(face_boxes)
         return results
 
-    @torch.inference_mode()
     def _landmarks(self, crops: list[np.ndarray], matrices: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Crops ``S x S x 3`` uint8 -> landmarks ``(N, K, 2)`` in image pixels and point scores ``(N, K)``."""
+        """Crops ``S x S x 3`` uint8 -> landmarks ``(N, K, 2)`` in image pixels and point scores ``(N, K)``
+        (:func:`awing.inference.predict_crops`, at most :data:`MAX_FACES_PER_FORWARD` faces per network call)."""
         num = self.scheme.num_points
         if not crops:
             return np.zeros((0, num, 2), np.float32), np.zeros((0, num), np.float32)
         landmarks, scores = [], []
         for start in range(0, len(crops), MAX_FACES_PER_FORWARD):
-            batch = torch.from_numpy(np.stack(crops[start : start + MAX_FACES_PER_FORWARD])).to(self.device)
-            x = batch.permute(0, 3, 1, 2).float().div_(255.0)  # NHWC memory: already channels-last
-            if self.flip_test:
-                from awing.engine.evaluate import flip_heatmaps_back
-
-                heatmaps = self.model(torch.cat([x, x.flip(-1)]))[-1][:, :num].float()
-                plain, mirrored = heatmaps.chunk(2)
-                heatmaps = 0.5 * (plain + flip_heatmaps_back(mirrored, self.scheme.flip_index))
-            else:
-                heatmaps = self.model(x)[-1][:, :num].float()
-            points_hm, peak = self.codec.decode(heatmaps)
-            landmarks.append(self.codec.to_crop(points_hm).cpu().numpy())
-            scores.append(peak.cpu().numpy())
-        points_crop = np.concatenate(landmarks)
-        points_img = [transform_points(invert(m), p) for m, p in zip(matrices, points_crop, strict=True)]
-        return np.stack(points_img).astype(np.float32), np.concatenate(scores).astype(np.float32)
+            chunk = slice(start, start + MAX_FACES_PER_FORWARD)
+            points, peaks = predict_crops(
+                self.model,
+                torch.from_numpy(np.stack(crops[chunk])),
+                matrices[chunk],
+                self.codec,
+                self.scheme,
+                device=self.device,
+                flip=self.flip_test,
+                memory_format=torch.channels_last,  # NHWC crops into the channels-last model copy
+            )
+            landmarks.append(points)
+            scores.append(peaks)
+        return np.concatenate(landmarks), np.concatenate(scores)
 
     # -- files and folders --------------------------------------------------------------------------------------
 
@@ -597,7 +457,7 @@ class FaceAligner:
     @staticmethod
     def _load(path: Path, boxes: Any) -> tuple[ImagePrediction, np.ndarray | None, np.ndarray | None]:
         try:
-            image = load_image(path)
+            image = read_image(path)
         except DataError as err:
             return ImagePrediction(path, [], error=str(err)), None, None
         try:

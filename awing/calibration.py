@@ -1,4 +1,4 @@
-"""Box-adapter calibration: fit :class:`~awing.aligner.BoxAdapter` from detector boxes paired with target boxes.
+"""Box-adapter calibration: fit :class:`~awing.geometry.BoxAdapter` from detector boxes paired with target boxes.
 
 The adapter maps a detector box ``d`` (centre ``(cx_d, cy_d)``, size ``(w_d, h_d)``) to a box with centre
 ``(cx_d + shift_x w_d, cy_d + shift_y h_d)`` and size ``scale (w_d, h_d)``; the landmark crop is the square of side
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from awing.aligner import BoxAdapter
+from awing.geometry import BoxAdapter
 
 __all__ = ["TERMS", "AdapterFit", "adapter_terms", "best_match", "crop_errors", "file_sha256", "fit_box_adapter"]
 

@@ -7,10 +7,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from awing import __version__
 from awing.detection.commands import add_eval_detector_parser, add_train_detector_parser
 from awing.engine.commands import add_eval_parser, add_train_parser
 from awing.predict_cli import add_predict_parser
+from awing.version import __version__
 
 
 def _fail(command: str, err: Exception) -> int:

@@ -23,13 +23,14 @@ True
 from __future__ import annotations
 
 import math
-from typing import TypeVar
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from awing.geometry import as_size
+from awing.geometry import as_size, invert, transform_points
 
 MODES = ("subpixel", "awing_official")
 
@@ -292,3 +293,39 @@ class HeatmapCodec:
         newton = newton + (stencil - torch.stack((col, row), dim=1))
         fallback = self._quarter_shift(self._patches(work, row, col, 1))
         return torch.where(definite[:, None], newton.clamp(-0.5, 0.5), fallback)
+
+
+def flip_heatmaps_back(heatmaps: torch.Tensor, flip_index: Any) -> torch.Tensor:
+    """Heatmaps predicted on mirrored crops -> heatmaps of the unmirrored crops.
+
+    Mirror the width axis, then channel ``k`` takes mirrored channel ``flip_index[k]`` (the network sees the left
+    eye of a mirrored face as a right eye). On a stride-s grid the crop mirror ``x' = S - 1 - x`` maps heatmap
+    column ``c`` to ``W - 1 - c`` exactly.
+
+    Shape: ``B x K x H x W`` in and out; ``flip_index`` a permutation of ``range(K)``.
+    """
+    index = torch.as_tensor(flip_index, dtype=torch.long, device=heatmaps.device)
+    if heatmaps.ndim != 4 or index.shape != (heatmaps.shape[1],):
+        raise ValueError(
+            f"expected B x K x H x W heatmaps and a flip_index of K entries, got shapes {tuple(heatmaps.shape)} "
+            f"and {tuple(index.shape)}"
+        )
+    return heatmaps.flip(-1).index_select(1, index)
+
+
+def heatmaps_to_landmarks(
+    heatmaps: torch.Tensor, codec: HeatmapCodec, matrices: Sequence[np.ndarray] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode ``B x K x H x W`` heatmaps and map the points back to image pixels by the inverse crop matrices.
+
+    ``matrices``: ``B`` image -> crop ``2 x 3`` matrices. Returns float32 landmarks ``(B, K, 2)`` in image pixels
+    and float32 peak scores ``(B, K)``.
+    """
+    points_hm, peaks = codec.decode(heatmaps)
+    points_crop = codec.to_crop(points_hm).cpu().numpy()
+    matrices = np.asarray(matrices, dtype=np.float64).reshape(-1, 2, 3)
+    if len(matrices) != len(points_crop):
+        raise ValueError(f"{len(points_crop)} heatmaps but {len(matrices)} crop matrices")
+    points_img = [transform_points(invert(m), p) for m, p in zip(matrices, points_crop, strict=True)]
+    landmarks = np.stack(points_img) if points_img else np.zeros((0, *points_crop.shape[1:]), np.float32)
+    return landmarks.astype(np.float32), peaks.cpu().numpy().astype(np.float32)

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from awing import __version__
 from awing.models import StackedHourglass
 from awing.models.weights import default_scheme
+from awing.version import __version__
 
 DEFAULT_OPSET = 17
 PARITY_TOLERANCE = 1e-4

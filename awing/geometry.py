@@ -19,12 +19,15 @@ Sizes are ``int`` (square) or ``(width, height)``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
 
 import cv2
 import numpy as np
 
 __all__ = [
+    "BoxAdapter",
     "as_size",
     "augmentation_matrix",
     "box_to_crop_matrix",
@@ -271,3 +274,55 @@ def flip_landmarks(landmarks: np.ndarray, width: int, flip_index: Sequence[int])
     out = pts.copy() if np.issubdtype(pts.dtype, np.floating) else pts.astype(np.float64)
     out[..., 0] = (width - 1) - out[..., 0]
     return out[..., perm, :]
+
+
+def _finite(value: Any, name: str, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return float(value)
+
+
+def _check_keys(cls: type, data: Mapping[str, Any], extra: tuple[str, ...] = ()) -> None:
+    known = {f.name for f in fields(cls)} | set(extra)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys {unknown}; valid keys: {sorted(known)}")
+
+
+@dataclass(frozen=True)
+class BoxAdapter:
+    """Linear map from a detector's boxes to the box convention the landmark model was trained with.
+
+    For a box ``(x0, y0, x1, y1)`` with size ``(w, h)`` and centre ``(cx, cy)``, the adapted box has centre
+    ``(cx + shift_x * w, cy + shift_y * h)`` and size ``(scale * w, scale * h)``. The identity by default.
+
+    >>> BoxAdapter(shift_y=0.1, scale=0.5)(np.array([[0.0, 0.0, 100.0, 200.0]])).tolist()
+    [[25.0, 70.0, 75.0, 170.0]]
+    """
+
+    shift_x: float = 0.0
+    shift_y: float = 0.0
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("shift_x", "shift_y"):
+            object.__setattr__(self, name, _finite(getattr(self, name), f"BoxAdapter.{name}"))
+        object.__setattr__(self, "scale", _finite(self.scale, "BoxAdapter.scale", positive=True))
+
+    def __call__(self, boxes: np.ndarray) -> np.ndarray:
+        """Adapt ``(N, 4)`` xyxy boxes -> float64 ``(N, 4)``."""
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        size = boxes[:, 2:] - boxes[:, :2]
+        centre = 0.5 * (boxes[:, :2] + boxes[:, 2:]) + size * (self.shift_x, self.shift_y)
+        half = 0.5 * self.scale * size
+        return np.concatenate([centre - half, centre + half], axis=1)
+
+    def to_dict(self) -> dict[str, float]:
+        return {"shift_x": self.shift_x, "shift_y": self.shift_y, "scale": self.scale}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BoxAdapter:
+        _check_keys(cls, data)
+        return cls(**data)

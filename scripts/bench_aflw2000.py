@@ -43,9 +43,10 @@ from awing.codecs import HeatmapCodec
 from awing.config import load_config
 from awing.data import AFLW2000Dataset, read_image
 from awing.data.aflw import YAW_BINS, yaw_bin
-from awing.data.training import model_input
 from awing.engine.train import build_model_from_config
-from awing.geometry import box_to_crop_matrix, invert, transform_points, warp_image
+from awing.geometry import box_to_crop_matrix, warp_image
+from awing.inference import predict_crops
+from awing.landmarks import get_scheme
 from awing.metrics import auc, failure_rate, nme
 from awing.models import load_weights
 
@@ -76,6 +77,9 @@ def square_box(box: np.ndarray, factor: float) -> np.ndarray:
     return np.concatenate([centre - half, centre + half])
 
 
+SCHEME68 = get_scheme("68")
+
+
 class AwingPeer:
     """awing's model on the ``crop_scale`` square crop; ``predict`` returns (68, 2) image points and milliseconds."""
 
@@ -85,15 +89,12 @@ class AwingPeer:
         self.codec = HeatmapCodec(self.size, model.config.heatmap_size, sigma=sigma, mode=codec)
         self.crop_scale = crop_scale
 
-    @torch.inference_mode()
     def predict(self, image: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float]:
         tic = time.perf_counter()
         matrix = box_to_crop_matrix(box, self.size, scale=self.crop_scale)
         crop = warp_image(image, matrix, self.size)
-        heatmaps = self.model(model_input(torch.from_numpy(crop)[None]))[-1][:, :68]
-        points_hm, _ = self.codec.decode(heatmaps)
-        points = transform_points(invert(matrix), self.codec.to_crop(points_hm)[0].numpy())
-        return points, (time.perf_counter() - tic) * 1000
+        points, _ = predict_crops(self.model, torch.from_numpy(crop)[None], [matrix], self.codec, SCHEME68)
+        return points[0], (time.perf_counter() - tic) * 1000
 
 
 class DlibPeer:

@@ -46,7 +46,8 @@ from awing.config import AugmentConfig
 from awing.data import AFLWDataset, LandmarkDataset, LandmarkRecord
 from awing.data.augment import FaceAugmenter, sample_rng, warp_face
 from awing.data.targets import face_targets
-from awing.data.training import LandmarkTrainingSet, model_input, seed_worker, worker_context
+from awing.data.training import LandmarkTrainingSet, seed_worker, worker_context
+from awing.inference import model_input
 from awing.landmarks import get_scheme
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -40,12 +40,12 @@ import numpy as np
 import torch
 from bench_detector import calibrated, time_call
 
-from awing.aligner import BUNDLED_DETECTOR, BUNDLED_LANDMARKS, FaceAligner, InferenceSettings
-from awing.data.io import read_pts
+from awing.aligner import BUNDLED_DETECTOR, BUNDLED_LANDMARKS, FaceAligner
+from awing.data.io import read_image, read_pts
 from awing.detection import DetectorModelConfig, FaceDetector
 from awing.detection.haar import HaarFaceDetector
 from awing.geometry import points_box, transform_points
-from awing.imread import load_image
+from awing.inference import InferenceSettings
 from awing.metrics import nme
 from awing.models import build_model
 from awing.models.weights import model_from_state_dict, read_metadata, read_weights
@@ -71,7 +71,7 @@ def place(image: np.ndarray, points: np.ndarray, centre, face_height: float, can
 
 def make_photos(folder: Path) -> dict[str, dict]:
     """The one-face and six-face 640 x 480 photos as JPEG files, with their ground-truth points and boxes."""
-    image = load_image(EINSTEIN.with_suffix(".jpg"))
+    image = read_image(EINSTEIN.with_suffix(".jpg"))
     points = read_pts(EINSTEIN.with_suffix(".pts"))
     photos = {}
     one = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
@@ -93,7 +93,7 @@ def make_photos(folder: Path) -> dict[str, dict]:
         path = folder / (name.replace(" ", "_") + ".jpg")
         cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
         boxes = np.array([points_box(p) for p in face_points])
-        out[name] = {"path": path, "image": load_image(path), "points": np.stack(face_points), "boxes": boxes}
+        out[name] = {"path": path, "image": read_image(path), "points": np.stack(face_points), "boxes": boxes}
     return out
 
 
@@ -164,7 +164,7 @@ def bench_awing(aligner: FaceAligner, photos: dict, args: argparse.Namespace) ->
         stages = {
             "file": lambda p=photo: aligner.predict(p["path"]),
             "array": lambda p=photo: aligner.predict(p["image"]),
-            "read": lambda p=photo: load_image(p["path"]),
+            "read": lambda p=photo: read_image(p["path"]),
             "detect": lambda p=photo: aligner.detector.detect(p["image"]),
             "landmarks": lambda p=photo: aligner.predict(p["image"], p["boxes"]),
         }

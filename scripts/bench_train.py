@@ -37,9 +37,9 @@ from torch.utils.data import default_collate
 
 from awing.config import load_config
 from awing.data import LandmarkTrainingSet
-from awing.data.training import model_input
 from awing.engine.evaluate import open_dataset
 from awing.engine.train import StackedHeatmapLoss, build_model_from_config, build_optimizer, train
+from awing.inference import model_input
 
 ROOT = Path(__file__).resolve().parents[1]
 

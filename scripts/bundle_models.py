@@ -41,12 +41,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from awing.aligner import ASSETS_DIR, BoxAdapter, InferenceSettings
+from awing.aligner import ASSETS_DIR
 from awing.calibration import file_sha256
 from awing.config import TrainConfig, config_to_dict, load_config
 from awing.detection import save_detector
 from awing.detection.config import DetectorConfig
 from awing.detection.detector import load_detector
+from awing.geometry import BoxAdapter
+from awing.inference import InferenceSettings
 from awing.models.weights import model_from_state_dict, read_weights, save_weights
 
 WEIGHTS_NAME = "best.safetensors"

@@ -1,4 +1,4 @@
-"""Fit the :class:`~awing.aligner.BoxAdapter` of a face detector on the AFLW-68 training faces.
+"""Fit the :class:`~awing.geometry.BoxAdapter` of a face detector on the AFLW-68 training faces.
 
 Run from the repository root::
 

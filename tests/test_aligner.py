@@ -25,12 +25,14 @@ from torch import nn
 
 import awing
 from awing import aligner as aligner_module
-from awing.aligner import BoxAdapter, Face, FaceAligner, ImagePrediction, InferenceSettings, resolve_device
+from awing.aligner import Face, FaceAligner, ImagePrediction
 from awing.codecs import HeatmapCodec
 from awing.data.io import DataError
 from awing.detection import FaceDetector, FaceDetectorNet, save_detector
 from awing.detection.config import DetectorModelConfig
 from awing.detection.haar import HaarFaceDetector
+from awing.geometry import BoxAdapter
+from awing.inference import InferenceSettings, resolve_device
 from awing.models import ModelConfig, StackedHourglass, save_weights
 from awing.models.weights import RESERVED_METADATA, read_metadata
 
@@ -248,8 +250,11 @@ class TestBatching:
         for image, given, faces in zip(images, boxes, batch, strict=True):
             single = aligner.predict(image, given)
             for a, b in zip(single, faces, strict=True):
-                np.testing.assert_array_equal(a.landmarks, b.landmarks)
-                np.testing.assert_array_equal(a.box, b.box)
+                # A batched convolution need not be bit-identical to batch 1 (the CPU kernel may block and sum in
+                # another order; 1.4e-7 relative seen on a 2-core machine): 1e-4 px is far below the codec's
+                # 0.05 heatmap-px precision and far above float32 rounding of ~100 px coordinates.
+                np.testing.assert_allclose(a.landmarks, b.landmarks, rtol=0, atol=1e-4)
+                np.testing.assert_array_equal(a.box, b.box)  # boxes are copied, not computed
 
     def test_detection_runs_once_per_batch(self):
         box = np.array([[5.0, 5.0, 45.0, 45.0]])

@@ -16,7 +16,7 @@ import pytest
 import torch
 from script_loader import load_script
 
-from awing.aligner import BoxAdapter, FaceAligner, InferenceSettings
+from awing.aligner import FaceAligner
 from awing.calibration import (
     TERMS,
     AdapterFit,
@@ -30,7 +30,8 @@ from awing.config import load_config, save_config
 from awing.data.sample import LandmarkRecord
 from awing.detection import FaceDetectorNet, load_detector, save_detector
 from awing.detection.config import DetectorConfig, DetectorModelConfig, InferenceConfig
-from awing.geometry import box_to_crop_matrix
+from awing.geometry import BoxAdapter, box_to_crop_matrix
+from awing.inference import InferenceSettings
 from awing.models import StackedHourglass, save_weights
 from awing.models.weights import read_metadata, read_weights
 

@@ -12,8 +12,9 @@ from torch import nn
 
 from awing.config import TrainConfig, config_from_dict, config_to_dict
 from awing.engine import checkpoint as checkpoint_module
-from awing.engine.checkpoint import CheckpointManager, load_checkpoint, save_checkpoint
+from awing.engine.checkpoint import CheckpointManager, save_checkpoint
 from awing.engine.seeding import rng_state, seed_everything, set_rng_state
+from awing.models.weights import load_checkpoint
 
 
 def _leftovers(folder):

@@ -78,8 +78,8 @@ class TestReadImage:
         ("name", "content", "match"),
         [
             ("empty.jpg", b"", "empty"),
-            ("notes.jpg", b"this is not an image at all", "cannot decode"),
-            ("half.png", None, "cannot decode"),
+            ("notes.jpg", b"this is not an image at all", "not a decodable image"),
+            ("half.png", None, "not a decodable image"),
         ],
     )
     def test_bad_files_name_the_file(self, tmp_path, name, content, match):

@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -15,7 +18,7 @@ from awing.detection.config import DetectorConfig
 from awing.detection.data import read_dlib_xml
 from awing.detection.detector import load_detector
 from awing.detection.train import train_detector
-from awing.engine.checkpoint import load_checkpoint
+from awing.models.weights import load_checkpoint
 
 
 @pytest.fixture(autouse=True)
@@ -68,6 +71,7 @@ def overrides(root: Path, run_dir: Path, *extra: str) -> list[str]:
     ]
 
 
+ROOT = Path(__file__).resolve().parents[1]
 FIXED = ["data.augment.crop_scales=[1.0]", "data.augment.flip_prob=0", "data.augment.photometric_prob=0"]
 
 
@@ -104,6 +108,7 @@ class TestTrainDetector:
             "schedule.milestones=[1]",
             "data.batch_size=2",
             "run.deterministic=true",
+            "optim.ema=0.9",  # the shared loop's EMA: validation and release weights use the average
         ]
         straight = train_detector(config(*overrides(squares, tmp_path / "a", "schedule.epochs=2", *extra)))
         train_detector(config(*overrides(squares, tmp_path / "b", "schedule.epochs=1", *extra)))
@@ -116,6 +121,17 @@ class TestTrainDetector:
         for key, value in a["model"].items():
             assert torch.equal(value, b["model"][key]), key
         assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+        assert a["ema"].keys() == a["model"].keys()
+        for key, value in a["ema"].items():
+            assert torch.equal(value, b["ema"][key]), key
+        released, _ = load_detector(tmp_path / "a" / "last.safetensors")
+        for key, value in released.state_dict().items():
+            assert torch.equal(value, a["ema"][key]), key  # the release weights are the average
+
+    def test_loop_settings_are_checked(self):
+        assert (config().optim.amp, config().optim.ema) == (True, 0.0)  # AMP on CUDA by default, EMA off
+        with pytest.raises(ConfigError, match="ema"):
+            config("optim.ema=1.0")
 
     def test_refuses_to_overwrite_and_checks_model(self, squares, tmp_path):
         cfg = config(*overrides(squares, tmp_path / "run", "schedule.epochs=1", "run.val_every=5", *FIXED))
@@ -217,3 +233,29 @@ def test_init_weights_starts_from_the_given_detector(squares, tmp_path):
     for name, value in source.named_parameters():
         assert torch.allclose(tuned[name], value, atol=1e-6), name
     assert any(not torch.allclose(fresh[n], v, atol=1e-3) for n, v in source.named_parameters())
+
+
+DDP_SCRIPT = """
+import json, sys
+from awing.config import load_config
+from awing.detection.config import DetectorConfig
+from awing.detection.train import train_detector
+train_detector(load_config(None, json.loads(sys.argv[1]), cls=DetectorConfig), progress=False)
+"""
+
+
+def test_torchrun_two_cpu_processes(squares, tmp_path):
+    """The detector through the shared loop's DistributedDataParallel (gloo): each rank reads half the batches."""
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT, encoding="utf-8")
+    tokens = overrides(squares, tmp_path / "run", "schedule.epochs=2", "data.batch_size=1", *FIXED)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = subprocess.run(
+        [*command, str(script), json.dumps(tokens)], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert last["epoch"] == 2 and last["step"] == 2 * 4 // (2 * 1)  # 4 images, 1 per batch, 2 ranks
+    assert not any(k.startswith("module.") for k in last["model"])
+    assert (tmp_path / "run" / "last.safetensors").is_file()

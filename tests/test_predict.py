@@ -17,11 +17,12 @@ import pytest
 import torch
 
 from awing import aligner as aligner_module
-from awing.aligner import Face, FaceAligner, InferenceSettings
+from awing.aligner import Face, FaceAligner
 from awing.cli import main
 from awing.data.io import read_pts
 from awing.detection import FaceDetectorNet, save_detector
 from awing.detection.config import DetectorModelConfig, InferenceConfig
+from awing.inference import InferenceSettings
 from awing.models import StackedHourglass, save_weights
 
 S = 32  # crop side of the test models

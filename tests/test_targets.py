@@ -22,8 +22,9 @@ from awing.data import CocoKeypointsDataset, DataError, LandmarkDataset, Landmar
 from awing.data.augment import GeometricParams, warp_face
 from awing.data.sample import make_record
 from awing.data.targets import face_targets, heatmap_targets, make_targets, point_weights
-from awing.data.training import LandmarkTrainingSet, model_input, seed_worker
+from awing.data.training import LandmarkTrainingSet, seed_worker
 from awing.geometry import box_to_crop_matrix, transform_points, warp_image
+from awing.inference import model_input
 from awing.landmarks import get_scheme
 
 WFLW_JSON = Path(__file__).parent / "data" / "mmpose" / "wflw" / "test_wflw.json"
@@ -315,6 +316,8 @@ class TestLandmarkTrainingSet:
             train.set_epoch(epoch)  # reaches the persistent workers through shared memory
             batches = list(loader)
             expected = [default_collate([train[i] for i in range(j, j + 3)]) for j in (0, 3)]
+            # Bit-exact on purpose: a sample is a function of (seed, epoch, index) alone, built by the same
+            # single-threaded code in a worker and in-process (no batched float arithmetic); that is the feature.
             for got, want in zip(batches, expected, strict=True):
                 assert_same(got, want)
             epochs.append(batches)

@@ -17,18 +17,13 @@ from awing.config import ConfigError, LossConfig, OptimConfig, ScheduleConfig, c
 from awing.data import LandmarkTrainingSet
 from awing.data.io import write_pts
 from awing.engine import checkpoint as checkpoint_module
-from awing.engine.checkpoint import load_checkpoint
 from awing.engine.commands import add_eval_parser, add_train_parser
-from awing.engine.train import (
-    ModelEma,
-    StackedHeatmapLoss,
-    build_model_from_config,
-    build_optimizer,
-    lr_factor,
-    train,
-)
+from awing.engine.loop import ModelEma, lr_factor
+from awing.engine.train import StackedHeatmapLoss, build_model_from_config, build_optimizer, train
+from awing.inference import InferenceSettings
 from awing.losses import adaptive_wing_loss, loss_weight_map, mse_loss, wing_loss
 from awing.models import load_weights, read_weights
+from awing.models.weights import load_checkpoint, read_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -367,6 +362,49 @@ def test_torchrun_two_cpu_processes(faces_root, tmp_path):
     summaries = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [s["epoch"] for s in summaries if "train_loss" in s] == [1, 2]
     assert not any(k.startswith("module.") for k in last["model"])
+
+
+def test_trained_weights_predict_as_they_evaluate(faces_root, tmp_path, capsys):
+    """A run with the official codec: its best.safetensors carries the inference settings, so ``awing predict
+    --weights best.safetensors`` gives, on the same images and boxes, the landmarks that ``awing eval`` scores."""
+    from awing.aligner import Face, FaceAligner
+    from awing.cli import main
+    from awing.config import save_config
+    from awing.engine.evaluate import open_dataset
+    from awing.metrics import nme
+
+    sections = {"data": {"codec": "awing_official", "crop_scale": 1.4}, "schedule": {"epochs": 1}}
+    cfg = tiny_config(faces_root, tmp_path / "run", **sections)
+    train(cfg, progress=False)
+    weights = tmp_path / "run" / "best.safetensors"
+    metadata = read_metadata(weights)
+    stored = InferenceSettings.from_metadata(metadata, read_weights(weights)[1].config)
+    assert stored == InferenceSettings(crop_scale=1.4, codec="awing_official", sigma=cfg.data.sigma)
+    assert json.loads(metadata["data"])["input_size"] == 64 and json.loads(metadata["data"])["heatmap_size"] == 16
+
+    # awing eval with a config that says nothing of the codec or crop (the defaults): the weights' settings win
+    config = tmp_path / "eval.yaml"
+    save_config(tiny_config(faces_root, tmp_path / "unused"), config)
+    assert run_cli(["eval", str(config), "--weights", str(weights), "--out", str(tmp_path / "eval")]) == 0
+    report = json.loads(capsys.readouterr().out)
+
+    faces = open_dataset(cfg.data, "val")
+    images = [str(r.image_path) for r in faces.records]
+    (tmp_path / "boxes.json").write_text(
+        json.dumps({p: [r.box.tolist()] for p, r in zip(images, faces.records, strict=True)})
+    )
+    argv = ["predict", *images, "--weights", str(weights), "--boxes", str(tmp_path / "boxes.json"), "--format"]
+    assert main([*argv, "jsonl", "--out", str(tmp_path / "pred")]) == 0
+    lines = (tmp_path / "pred" / "predictions.jsonl").read_text().splitlines()
+    predicted = np.stack([Face.from_dict(json.loads(line)["faces"][0]).landmarks for line in lines])
+    gt = np.stack([r.landmarks_img for r in faces.records])
+    for norm in ("box", "inter_ocular"):
+        assert nme(predicted, gt, norm, "21").mean() == pytest.approx(report[f"nme_{norm}"], rel=1e-5)
+
+    # the test can fail: decoding with the default sub-pixel codec and crop moves the points
+    default = FaceAligner.from_pretrained(weights, "cpu", detector=None, settings=InferenceSettings())
+    other = np.stack([default.predict(p, [r.box])[0].landmarks for p, r in zip(images, faces.records, strict=True)])
+    assert np.abs(other - predicted).max() > 0.1
 
 
 class TestConfigs:

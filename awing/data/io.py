@@ -1,5 +1,16 @@
 """Low-level readers: images, iBUG ``.pts`` files, numeric tokens, and the error type for bad data.
 
+:func:`read_image` is awing's one image reader (training, evaluation and prediction alike): it reads the file's
+bytes with numpy (so non-ASCII paths work), decodes them with ``cv2.imdecode`` and applies the JPEG's EXIF
+orientation itself: OpenCV's own handling differs between versions (4.14 applies it in ``imdecode``, older ones
+did not), so decoding asks OpenCV to ignore it (``IMREAD_IGNORE_ORIENTATION``) and :func:`jpeg_orientation` /
+:func:`apply_orientation` do the work the same way everywhere. Only JPEG EXIF is read (the orientation of cameras
+and phones); other formats are taken as stored. Annotations of a photo are in its upright (as displayed) frame.
+
+>>> image = np.arange(6, dtype=np.uint8).reshape(2, 3, 1)
+>>> apply_orientation(image, 6)[..., 0].tolist()  # 6: rotate 90 degrees clockwise to display
+[[3, 0], [4, 1], [5, 2]]
+
 Every reader turns bad input into a :class:`DataError` whose message names the file and, for text files, the
 line, so that a broken annotation never becomes a silently wrong sample. :class:`InvalidItems` lets a dataset
 skip such items instead (``skip_invalid=True``) and emit one warning with their count.
@@ -22,6 +33,8 @@ __all__ = [
     "InvalidItems",
     "location",
     "parse_numbers",
+    "apply_orientation",
+    "jpeg_orientation",
     "read_image",
     "read_pts",
     "to_rgb_uint8",
@@ -155,27 +168,104 @@ def to_rgb_uint8(image: np.ndarray, bgr: bool = False, name: str | os.PathLike =
     return np.ascontiguousarray(image[:, :, ::-1] if bgr else image)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file -> RGB uint8 H x W x 3.
+_ORIENTATION_TAG = 0x0112
+_SHORT = 3
 
-    Decoded with ``cv2.imdecode`` from the file's bytes (so non-ASCII paths work) with
-    ``IMREAD_COLOR | IMREAD_ANYDEPTH``: grey becomes 3 channels, alpha is dropped, 16-bit is scaled to 8-bit, and a
-    JPEG's EXIF orientation is applied (OpenCV does so unless ``IMREAD_IGNORE_ORIENTATION`` is set).
-    Raises :class:`DataError` naming the file when it is missing, empty, truncated, corrupt or not an image.
+
+def jpeg_orientation(data: bytes) -> int:
+    """The EXIF orientation (1..8) of a JPEG file's bytes; 1 (as stored) when absent, malformed or out of range.
+
+    Walks the marker segments before the first scan (start of scan ``FF DA`` ends the search) for an APP1
+    (``FF E1``) segment starting ``Exif\\0\\0``, then reads its TIFF header (byte order ``II`` or ``MM``, the
+    magic 42, the offset of IFD0) and looks up tag 0x0112 (a SHORT) among IFD0's 12-byte entries.
+    """
+    if data[:2] != b"\xff\xd8":
+        return 1
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xDA or 0xD0 <= marker <= 0xD9:  # scan or a marker without payload: no EXIF before it
+            return 1
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        payload = data[pos + 4 : pos + 2 + length]
+        if marker == 0xE1 and payload[:6] == b"Exif\x00\x00":
+            return _tiff_orientation(payload[6:])
+        pos += 2 + length
+    return 1
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+    if order is None or len(tiff) < 8 or int.from_bytes(tiff[2:4], order) != 42:
+        return 1
+    ifd = int.from_bytes(tiff[4:8], order)
+    if ifd + 2 > len(tiff):
+        return 1
+    count = int.from_bytes(tiff[ifd : ifd + 2], order)
+    for entry in range(ifd + 2, min(ifd + 2 + 12 * count, len(tiff) - 11), 12):
+        tag = int.from_bytes(tiff[entry : entry + 2], order)
+        if tag == _ORIENTATION_TAG:
+            kind = int.from_bytes(tiff[entry + 2 : entry + 4], order)
+            value = int.from_bytes(tiff[entry + 8 : entry + 10], order)
+            return value if kind == _SHORT and 1 <= value <= 8 else 1
+    return 1
+
+
+def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn a stored image (H, W[, C]) upright for EXIF ``orientation`` (TIFF 6.0 / EXIF 2.3 tag 0x0112).
+
+    1 as stored; 2 mirror left-right; 3 rotate 180 degrees; 4 mirror top-bottom; 5 transpose (mirror about the
+    main diagonal); 6 rotate 90 degrees clockwise; 7 transverse (mirror about the anti-diagonal); 8 rotate 90
+    degrees counter-clockwise. Returns a contiguous array (W and H swap for 5 to 8).
+    """
+    if isinstance(orientation, bool) or not isinstance(orientation, (int, np.integer)) or not 1 <= orientation <= 8:
+        raise ValueError(f"EXIF orientation must be an int in 1..8, got {orientation!r}")
+    if orientation >= 5:
+        image = image.swapaxes(0, 1)  # 5; 6, 7 and 8 are 5 followed by a mirror
+    mirror_rows, mirror_cols = {1: (0, 0), 2: (0, 1), 3: (1, 1), 4: (1, 0), 5: (0, 0), 6: (0, 1), 7: (1, 1), 8: (1, 0)}[
+        orientation
+    ]
+    if mirror_rows:
+        image = image[::-1]
+    if mirror_cols:
+        image = image[:, ::-1]
+    return np.ascontiguousarray(image)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file -> RGB uint8 ``H x W x 3``, EXIF orientation applied (see the module docstring).
+
+    Grey, grey + alpha, RGBA (alpha dropped) and 16-bit images (scaled to 8 bits) become RGB uint8
+    (:func:`to_rgb_uint8`). Raises :class:`DataError` naming the file when it is missing, a folder, unreadable,
+    empty, truncated (JPEG without its end marker) or not decodable.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError("is a folder, not an image file", path)
     if not path.is_file():
         raise DataError("image not found", path)
-    data = np.fromfile(path, dtype=np.uint8)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as err:
+        raise DataError(f"cannot read the file: {err.strerror or err}", path) from None
     if data.size == 0:
         raise DataError("image file is empty", path)
-    raw = data.tobytes()
-    if raw.startswith(b"\xff\xd8") and _jpeg_is_truncated(raw):
-        raise DataError("truncated JPEG: no end-of-image marker after the scan data", path)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    orientation = 1
+    if data[:2].tobytes() == b"\xff\xd8":
+        raw = data.tobytes()
+        if _jpeg_is_truncated(raw):
+            raise DataError("truncated JPEG: no end-of-image marker after the scan data", path)
+        orientation = jpeg_orientation(raw)
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error as err:  # e.g. more pixels than OpenCV's CV_IO_MAX_IMAGE_PIXELS
+        raise DataError(f"OpenCV cannot decode this file: {str(err).strip().splitlines()[-1]}", path) from None
     if image is None:
-        raise DataError("OpenCV cannot decode this file (corrupt, truncated or not an image)", path)
-    return to_rgb_uint8(image, bgr=True, name=path)
+        raise DataError("not a decodable image (corrupt, truncated or another file type)", path)
+    return apply_orientation(to_rgb_uint8(image, bgr=True, name=path), orientation)
 
 
 def read_pts(path: str | os.PathLike, one_based: bool = True) -> np.ndarray:

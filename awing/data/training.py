@@ -2,8 +2,9 @@
 
 Each item is a dict of tensors (``torch.utils.data.default_collate`` batches them; no custom collate is needed):
 
-- ``image``: (S, S, 3) uint8 RGB crop, channels last as OpenCV makes it; :func:`model_input` turns a batch into the
-  network's float32 (B, 3, S, S) input in [0, 1] on the device (no mean/std normalisation, methods.md §3.1);
+- ``image``: (S, S, 3) uint8 RGB crop, channels last as OpenCV makes it; :func:`awing.inference.model_input` turns a
+  batch into the network's float32 (B, 3, S, S) input in [0, 1] on the device (no mean/std normalisation,
+  methods.md §3.1);
 - ``boundary``: (H, W) float32 boundary heatmap (only with ``boundary=True``);
 - ``point_weight``: (K,) float32, 1 for visible points inside the crop, else 0;
 - ``landmarks_crop``: (K, 2) float32 crop pixels (every point, flip-permuted with the image);
@@ -58,7 +59,7 @@ from awing.data.sample import FaceSample
 from awing.data.targets import face_targets, heatmap_targets
 from awing.landmarks import LandmarkScheme, get_scheme
 
-__all__ = ["LandmarkTrainingSet", "model_input", "seed_worker", "training_loader"]
+__all__ = ["LandmarkTrainingSet", "seed_worker", "training_loader"]
 
 
 class FaceDataset(Protocol):
@@ -67,21 +68,6 @@ class FaceDataset(Protocol):
     def __len__(self) -> int: ...
 
     def __getitem__(self, index: int) -> FaceSample: ...
-
-
-def model_input(images: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
-    """Items' ``image`` -> network input: uint8 (..., S, S, 3) RGB -> float32 (..., 3, S, S) ``x / 255`` on ``device``.
-
-    The uint8 tensor is moved first (a quarter of the float32 bytes; ``non_blocking`` from pinned memory), then
-    converted there into a contiguous tensor (the values equal ``torch.from_numpy(crop).permute(2, 0, 1) / 255``).
-    ``device`` None keeps the tensor where it is.
-    """
-    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim < 3 or images.shape[-1] != 3:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else None
-        dtype = images.dtype if isinstance(images, torch.Tensor) else type(images).__name__
-        raise TypeError(f"images must be a uint8 (..., S, S, 3) tensor (items' 'image'), got {dtype} {shape}")
-    images = images.to(device, non_blocking=True).movedim(-1, -3)
-    return images.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
 
 
 def worker_context(num_workers: int) -> str | None:

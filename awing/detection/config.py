@@ -214,12 +214,19 @@ class DetectorOptimConfig:
     momentum: float = _field(0.9, "SGD momentum")
     weight_decay: float = _field(5e-4, "weight decay")
     grad_clip: float = _field(0.0, "clip the global gradient norm to this value (0 = off)")
+    ema: float = _field(
+        0.0,
+        "decay of an exponential moving average of the weights (0 = off, e.g. 0.999); validation and the "
+        "release weights use the average",
+    )
+    amp: bool = _field(True, "mixed precision (autocast + gradient scaling) on CUDA; ignored on CPU")
 
     def __post_init__(self) -> None:
         _require(self.lr > 0, "lr", "> 0", self.lr)
         _require(0 <= self.momentum < 1, "momentum", "in [0, 1)", self.momentum)
         _require(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
         _require(self.grad_clip >= 0, "grad_clip", ">= 0", self.grad_clip)
+        _require(0 <= self.ema < 1, "ema", "in [0, 1)", self.ema)
 
 
 @dataclass

@@ -27,12 +27,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from awing import __version__
 from awing.detection.anchors import decode_boxes, decode_landmarks, generate_anchors
 from awing.detection.config import DetectorModelConfig, InferenceConfig
 from awing.detection.network import FaceDetectorNet, fuse_batchnorm
 from awing.detection.nms import batched_nms
+from awing.inference import resolve_device
 from awing.models.weights import load_state_dict_strict, read_safetensors
+from awing.version import __version__
 
 __all__ = ["DETECTOR_FORMAT", "PAD_VALUE", "FaceDetector", "load_detector", "save_detector"]
 
@@ -40,12 +41,6 @@ DETECTOR_FORMAT = "awing.detector.v1"
 PAD_VALUE = 0
 """Padding value (black): the network's input is not normalised, so this equals its convolutions' zero padding."""
 SIZE_DIVISOR = 32
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _check_image(image: np.ndarray, index: int | None = None) -> None:
@@ -106,7 +101,7 @@ class FaceDetector:
             pre_nms_top_k=pre_nms_top_k,
             max_detections=max_detections,
         )
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.config: DetectorModelConfig = model.config
         network = fuse_batchnorm(copy.deepcopy(model).eval())
         self.model = network.to(self.device, memory_format=torch.channels_last)

@@ -65,6 +65,7 @@ from awing.detection.config import DetectorConfig, InferenceConfig
 from awing.detection.data import DetectionDataset, build_detection_dataset
 from awing.detection.detector import FaceDetector, load_detector
 from awing.detection.network import FaceDetectorNet
+from awing.inference import resolve_device
 
 __all__ = [
     "AP_SCORE_THRESHOLD",
@@ -566,14 +567,12 @@ def run_detector_evaluation(
     files are found (:func:`find_wider_ground_truth`), else simplified (module docstring). Returns the report and the
     output folder.
     """
-    from awing.engine.evaluate import resolve_device
-
     if not 0 < iou_threshold <= 1:
         raise ConfigError(f"the IoU threshold must be in (0, 1], got {iou_threshold}")
     split = cfg.data.val_split if split is None else split
     if not split:
         raise ConfigError("no split to evaluate: pass --split or set data.val_split")
-    device = resolve_device(cfg.run.device)
+    device = resolve_device(cfg.run.device, "run.device")
     model, stored = load_detector(weights)
     if stored != cfg.inference:
         print(f"awing eval-detector: using the config's {cfg.inference} (the weights store {stored})", file=sys.stderr)

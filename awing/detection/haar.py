@@ -18,7 +18,7 @@ The cascade file ``haarcascade_frontalface_default.xml`` ships with the ``opencv
 (``cv2.data.haarcascades``); OpenCV 5 wheels no longer include it: pass its path as ``cascade``.
 
 A Haar box sits differently on the face than the boxes the landmark model was trained on (the tight box of the 68
-points), so the detector carries its own :class:`~awing.aligner.BoxAdapter` (:data:`HAAR_BOX_ADAPTER`), which
+points), so the detector carries its own :class:`~awing.geometry.BoxAdapter` (:data:`HAAR_BOX_ADAPTER`), which
 :class:`~awing.aligner.FaceAligner` uses instead of the one stored with the landmark weights.
 """
 
@@ -30,8 +30,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from awing.aligner import BoxAdapter
 from awing.detection.detector import _check_image, check_images
+from awing.geometry import BoxAdapter
 
 __all__ = ["HAAR_BOX_ADAPTER", "HAAR_CASCADE", "HaarFaceDetector", "haar_cascade_path", "rects_to_boxes"]
 

@@ -1,10 +1,14 @@
-"""Training engine: checkpoints, loggers, seeding (the train loop and evaluation build on these)."""
+"""Training engine: checkpoints, loggers, seeding. The training loop and its task hooks live in
+:mod:`awing.engine.loop`, landmark training in :mod:`awing.engine.train` (its loop: ``awing.engine.train.train``) and
+evaluation in :mod:`awing.engine.evaluate`; import those submodules directly (this package stays light, so the
+command-line front end does not load the training stack)."""
 
 from __future__ import annotations
 
-from awing.engine.checkpoint import CheckpointManager, load_checkpoint, save_checkpoint
+from awing.engine.checkpoint import CheckpointManager, save_checkpoint
 from awing.engine.loggers import ConsoleLogger, JsonlLogger, MultiLogger, WandbLogger, build_logger
 from awing.engine.seeding import rng_state, seed_everything, set_rng_state
+from awing.models.weights import load_checkpoint
 
 __all__ = [
     "CheckpointManager",
@@ -19,24 +23,3 @@ __all__ = [
     "seed_everything",
     "set_rng_state",
 ]
-
-# The train loop and evaluation load on first use (PEP 562): awing.models imports this package for its checkpoint
-# reader, and inference must not pull in the training stack. The loop itself: awing.engine.train.train (the
-# submodule's name, so it cannot be re-exported here as well).
-_LAZY = {
-    "StackedHeatmapLoss": "awing.engine.train",
-    "TrainResult": "awing.engine.train",
-    "Evaluation": "awing.engine.evaluate",
-    "evaluate_model": "awing.engine.evaluate",
-    "landmark_report": "awing.engine.evaluate",
-    "run_evaluation": "awing.engine.evaluate",
-}
-__all__ += list(_LAZY)
-
-
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'awing.engine' has no attribute {name!r}")

@@ -1,7 +1,8 @@
 """Training checkpoints that lose nothing: atomic writes, ``weights_only`` loading, ``last.pt`` + ``best.pt``.
 
 A checkpoint is a plain dict of tensors and plain Python types (model, optimiser, scheduler and RNG states, epoch,
-resolved config), so it loads with ``torch.load(..., weights_only=True)``: no code runs at load time. The state is
+resolved config), so it loads with ``torch.load(..., weights_only=True)`` (:func:`awing.models.weights.load_checkpoint`,
+the model layer's reader): no code runs at load time. The state is
 checked before writing, so a value that such loading would refuse (a numpy array, say) fails at save time with its
 key path, not at resume time.
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 import tempfile
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
@@ -26,6 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from awing.models.weights import load_checkpoint
+
+__all__ = ["CheckpointManager", "save_checkpoint"]
 
 _CONTAINERS = (dict, OrderedDict, Counter, list, tuple, set)
 _SCALARS = (bool, int, float, complex, str, bytes, bytearray, type(None), torch.dtype, torch.device, torch.Size)
@@ -89,27 +93,6 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
-    """Load a checkpoint dict with ``torch.load(..., weights_only=True)``.
-
-    Raises:
-        FileNotFoundError: no file at ``path``.
-        ValueError: the file is truncated, corrupt, not a checkpoint dict, or holds objects that need code to load.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(f"cannot load checkpoint {path} with weights_only=True: {err}") from err
-    except (RuntimeError, EOFError, OSError) as err:
-        raise ValueError(f"cannot read checkpoint {path}: the file is truncated or corrupt ({err})") from err
-    if not isinstance(state, dict):
-        raise ValueError(f"checkpoint {path} holds a {type(state).__name__}, expected a dict of states")
-    return state
 
 
 class CheckpointManager:

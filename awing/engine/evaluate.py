@@ -11,9 +11,9 @@ AUC use the primary ``norm`` (default per data set: :data:`DEFAULT_NORMS`). A se
 over the faces where it is defined (its reference points visible), with ``num_faces_<norm>`` when that is fewer
 than all. Values are fractions, not percent.
 
-Flip test: the crop is also run mirrored (``x' = S - 1 - x``); on a stride-s grid the mirror maps heatmap column
-``c`` to ``W - 1 - c`` exactly, so the mirrored heatmaps are flipped back and their channels permuted by the
-scheme's ``flip_index``, then averaged with the plain ones before decoding.
+Flip test: the crop is also run mirrored (``x' = S - 1 - x``); the mirrored heatmaps are flipped back and their
+channels permuted by the scheme's ``flip_index`` (:func:`awing.codecs.flip_heatmaps_back`), then averaged with the
+plain ones before decoding. Crops go through :func:`awing.inference.predict_crops`, the routine of ``awing predict``.
 """
 
 from __future__ import annotations
@@ -29,18 +29,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from awing.codecs import HeatmapCodec
 from awing.config import ConfigError, DataConfig, TrainConfig
 from awing.data import DATASETS, LandmarkDataset, LandmarkTrainingSet, build_dataset
-from awing.data.training import model_input, worker_context
-from awing.geometry import invert, transform_points
+from awing.data.training import worker_context
+from awing.inference import InferenceSettings, predict_crops, resolve_device
 from awing.landmarks import LandmarkScheme, get_scheme
 from awing.metrics import NORMS, auc, ced_curve, failure_rate, nme
-from awing.models.weights import model_from_state_dict, read_weights
+from awing.models.weights import model_from_state_dict, read_metadata, read_weights
 from awing.viz import save_ced_png
 
 __all__ = [
@@ -48,11 +48,9 @@ __all__ = [
     "Evaluation",
     "default_norm",
     "evaluate_model",
-    "flip_heatmaps_back",
     "landmark_report",
     "open_dataset",
     "predict_landmarks",
-    "resolve_device",
     "run_evaluation",
 ]
 
@@ -64,19 +62,6 @@ DEFAULT_NORMS = {"aflw": "box", "aflw68": "box", "aflw68-3d": "box", "aflw2000-3
 def default_norm(dataset: str) -> str:
     """The primary NME normalisation of data set ``dataset`` (:data:`DEFAULT_NORMS`, else ``"inter_ocular"``)."""
     return DEFAULT_NORMS.get(dataset.strip().lower(), "inter_ocular")
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when present, else CPU; any other name as ``torch.device`` (``"cpu"``, ``"cuda:1"``)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ConfigError(f"run.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"run.device={name!r} but CUDA is not available; use run.device=auto or cpu")
-    return device
 
 
 def open_dataset(cfg: DataConfig, split: str) -> LandmarkDataset:
@@ -113,31 +98,6 @@ def open_dataset(cfg: DataConfig, split: str) -> LandmarkDataset:
     return dataset
 
 
-def flip_heatmaps_back(heatmaps: Tensor, flip_index: Any) -> Tensor:
-    """Heatmaps predicted on mirrored crops -> heatmaps of the unmirrored crops.
-
-    Mirror the width axis, then channel ``k`` takes mirrored channel ``flip_index[k]`` (the network sees the left
-    eye of a mirrored face as a right eye).
-
-    Shape: ``B x K x H x W`` in and out; ``flip_index`` a permutation of ``range(K)``.
-    """
-    index = torch.as_tensor(flip_index, dtype=torch.long, device=heatmaps.device)
-    if heatmaps.ndim != 4 or index.shape != (heatmaps.shape[1],):
-        raise ValueError(
-            f"expected B x K x H x W heatmaps and a flip_index of K entries, got shapes {tuple(heatmaps.shape)} "
-            f"and {tuple(index.shape)}"
-        )
-    return heatmaps.flip(-1).index_select(1, index)
-
-
-def _landmark_heatmaps(model: nn.Module, images: Tensor, num_points: int, amp: bool) -> Tensor:
-    """The last stack's ``B x K x H x W`` landmark heatmaps (boundary channel dropped), in float32."""
-    with torch.autocast(images.device.type, dtype=torch.float16, enabled=amp):
-        outputs = model(images)
-    return outputs[-1][:, :num_points].float()
-
-
-@torch.no_grad()
 def predict_landmarks(
     model: nn.Module,
     loader: DataLoader,
@@ -149,7 +109,8 @@ def predict_landmarks(
     amp: bool = False,
     progress: bool | None = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Landmarks in original-image pixels for every item of ``loader`` (evaluation items of a LandmarkTrainingSet).
+    """Landmarks in original-image pixels for every item of ``loader`` (evaluation items of a LandmarkTrainingSet),
+    each batch through :func:`awing.inference.predict_crops` (prediction's routine).
 
     Returns:
         ``(landmarks_img, indices)``: float32 ``(N, K, 2)`` and int64 ``(N,)`` dataset indices, in loader order.
@@ -161,21 +122,16 @@ def predict_landmarks(
         for batch in tqdm(
             loader, desc="eval", leave=False, disable=None if progress is None else not progress, file=sys.stderr
         ):
-            images = model_input(batch["image"], device)
-            heatmaps = _landmark_heatmaps(model, images, scheme.num_points, amp)
-            if flip:
-                mirrored = _landmark_heatmaps(model, images.flip(-1), scheme.num_points, amp)
-                heatmaps = 0.5 * (heatmaps + flip_heatmaps_back(mirrored, scheme.flip_index))
-            landmarks_hm, _ = codec.decode(heatmaps)
-            landmarks_crop = codec.to_crop(landmarks_hm).cpu().numpy()
-            for matrix, points in zip(batch["matrix"].numpy(), landmarks_crop, strict=True):
-                out.append(transform_points(invert(matrix), points))
+            landmarks, _ = predict_crops(
+                model, batch["image"], batch["matrix"].numpy(), codec, scheme, device=device, flip=flip, amp=amp
+            )
+            out.append(landmarks)
             indices.append(batch["index"].numpy())
     finally:
         model.train(was_training)
     if not out:
         raise ValueError("the evaluation set is empty")
-    return np.stack(out), np.concatenate(indices).astype(np.int64)
+    return np.concatenate(out), np.concatenate(indices).astype(np.int64)
 
 
 def _threshold_key(kind: str, threshold: float) -> str:
@@ -343,14 +299,18 @@ def run_evaluation(
     """``awing eval``: load ``weights``, evaluate split ``split`` (default ``cfg.data.val_split``), write
     ``report.json`` and ``ced.png`` (awing.viz) to ``out_dir`` (default ``<weights folder>/eval_<data>_<split>``).
 
-    The crop size comes from the weights (their ``input_size``; heatmaps at a quarter of it); codec, crop scale and
-    data set come from ``cfg``. Returns the report and the output folder.
+    The crop size comes from the weights (their ``input_size``; heatmaps at a quarter of it), and so do codec,
+    sigma and crop scale when the weights store their inference settings (:class:`awing.inference.InferenceSettings`,
+    written by the trainer): ``awing eval`` then crops and decodes exactly as ``awing predict`` does with the same
+    weights and box, in float32 as prediction does (no autocast). The data set comes from ``cfg``. Returns the
+    report and the output folder.
     """
     if not 0 < threshold <= 1 or abs(round(threshold * 1e4) - threshold * 1e4) > 1e-6:
         raise ConfigError(f"threshold must be in (0, 1] and a multiple of 0.0001 (the CED step), got {threshold}")
     split = cfg.data.val_split if split is None else split
-    device = resolve_device(cfg.run.device)
+    device = resolve_device(cfg.run.device, "run.device")
     state_dict, info = read_weights(weights, input_size=cfg.data.input_size)
+    metadata = read_metadata(weights)
     scheme = get_scheme(cfg.data.scheme)
     if info.config.num_landmarks != scheme.num_points:
         raise ConfigError(
@@ -365,11 +325,17 @@ def run_evaluation(
             file=sys.stderr,
         )
         data_cfg = dataclasses.replace(data_cfg, input_size=info.input_size, heatmap_size=info.config.heatmap_size)
+    if "data" in metadata:  # the weights say how their crops and heatmaps were made: predict uses the same
+        stored = InferenceSettings.from_metadata(metadata, info.config)
+        wanted = {"crop_scale": stored.crop_scale, "codec": stored.codec, "sigma": stored.sigma}
+        differs = {k: v for k, v in wanted.items() if getattr(data_cfg, k) != v}
+        if differs:
+            print(f"awing eval: using the weights' inference settings {differs} over the config's", file=sys.stderr)
+            data_cfg = dataclasses.replace(data_cfg, **differs)
     model = model_from_state_dict(state_dict, info.config).to(device)
     dataset = open_dataset(data_cfg, split)
-    amp = cfg.optim.amp and device.type == "cuda"
     evaluation = evaluate_model(
-        model, dataset, data_cfg, device=device, norm=norm, threshold=threshold, flip=flip, amp=amp, progress=progress
+        model, dataset, data_cfg, device=device, norm=norm, threshold=threshold, flip=flip, progress=progress
     )
     report = {"dataset": data_cfg.name, "split": split, "weights": str(weights), **evaluation.report}
     out = Path(weights).parent / f"eval_{data_cfg.name}_{split}" if out_dir is None else Path(out_dir)

@@ -7,6 +7,7 @@ from awing.models.layers import BOUNDARY_THRESHOLD, ConvBlock, CoordConv, Hourgl
 from awing.models.official import convert_official, from_official
 from awing.models.weights import (
     WeightsInfo,
+    load_checkpoint,
     load_state_dict_strict,
     load_weights,
     read_weights,
@@ -33,6 +34,7 @@ __all__ = [
     "from_official",
     "get_config",
     "infer_config",
+    "load_checkpoint",
     "load_state_dict_strict",
     "load_weights",
     "read_weights",

@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from awing.engine.checkpoint import load_checkpoint
 from awing.models.hourglass import PRESETS, StackedHourglass, infer_config
 from awing.models.weights import (
     extract_state_dict,
+    load_checkpoint,
     model_from_state_dict,
     save_weights,
     strip_prefixes,

@@ -10,7 +10,8 @@ A ``.safetensors`` file written by :func:`save_weights` rebuilds its model alone
 - any ``extra_metadata`` given to :func:`save_weights` (e.g. the inference settings of :mod:`awing.aligner`: keys
   ``data`` and ``box_adapter``). :func:`read_metadata` reads them back.
 
-A ``.pth``/``.pt`` file is read with ``torch.load(..., weights_only=True)`` (``awing.engine.checkpoint``). It holds
+A ``.pth``/``.pt`` file is read with ``torch.load(..., weights_only=True)`` (:func:`load_checkpoint`, also the
+reader of the trainer's checkpoints). It holds
 either a bare state dict (the official checkpoint; the config is inferred from the tensors, methods.md §3.8) or a dict
 with a ``state_dict`` or ``model`` entry and optionally ``model_config`` (a :class:`ModelConfig` dict) and ``scheme``.
 ``module.`` and ``_orig_mod.`` prefixes (DataParallel, torch.compile) are stripped; missing, unexpected or mis-shaped
@@ -20,6 +21,8 @@ keys raise.
 from __future__ import annotations
 
 import json
+import os
+import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +33,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor, nn
 
-from awing import __version__
-from awing.engine.checkpoint import load_checkpoint
 from awing.landmarks import get_scheme
 from awing.models.hourglass import ModelConfig, StackedHourglass, infer_config
+from awing.version import __version__
 
 WEIGHTS_FORMAT = "awing.weights.v1"
 STRIPPED_PREFIXES = ("module.", "_orig_mod.")
@@ -212,6 +214,27 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], WeightsInfo]:
         )
     config = ModelConfig.from_dict(json.loads(metadata["model_config"]))
     return tensors, WeightsInfo(config, metadata.get("scheme"), metadata.get("awing_version"))
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
+    """Load a checkpoint dict with ``torch.load(..., weights_only=True)``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is truncated, corrupt, not a checkpoint dict, or holds objects that need code to load.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"cannot load checkpoint {path} with weights_only=True: {err}") from err
+    except (RuntimeError, EOFError, OSError) as err:
+        raise ValueError(f"cannot read checkpoint {path}: the file is truncated or corrupt ({err})") from err
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {path} holds a {type(state).__name__}, expected a dict of states")
+    return state
 
 
 def extract_state_dict(checkpoint: Any) -> dict[str, Tensor]:
