@@ -36,9 +36,7 @@ __all__ = ["TEMPLATES", "align_face", "five_points", "similarity_transform", "te
 TEMPLATES: dict[str, tuple[int, np.ndarray]] = {
     "arcface": (
         112,
-        np.array(
-            [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]
-        ),
+        np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]),
     ),
     "ffhq": (
         512,
@@ -117,4 +115,3 @@ def align_face(
     dst = template_points(template, size)
     M = similarity_transform(five_points(landmarks), dst)
     return warp_image(image, M, size), M
-

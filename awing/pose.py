@@ -19,6 +19,12 @@ looks straight at the camera (yaw = pitch = roll = 0)::
 - **pitch > 0**: the face turns up (chin forward, nose tip moves up in the image).
 - **roll > 0**: the face is rotated clockwise in the image (the image-right eye lower than the image-left eye).
 
+**Points used**: the 51 inner points 17-67 (brows, nose, eyes, mouth), not the jaw line 0-16, whose points are not
+fixed on the face (on a turned face they follow its outline). Chosen on the 909 AFLW validation faces (the AFLW
+training set's held-out split, never AFLW2000-3D) from the bundled model's predicted points, yaw MAE against AFLW's
+labels: 10.9 degrees with the inner points against 15.2 with all 68 (the predicted jaw line of a strongly turned face
+pulls the yaw towards frontal). :data:`POSE_POINTS`.
+
 ``yaw`` lies in [-90, 90]; beyond that the Euler angles fold (a face seen from behind has no 68 points anyway).
 
 >>> pose = head_pose(project(MEAN_FACE_68, rotation_matrix(30.0, -10.0, 5.0), scale=100.0, shift=(320, 240)))
@@ -38,6 +44,7 @@ from awing.mean_face import MEAN_FACE_68
 
 __all__ = [
     "MEAN_FACE_68",
+    "POSE_POINTS",
     "HeadPose",
     "euler_angles",
     "fit_weak_perspective",
@@ -45,6 +52,10 @@ __all__ = [
     "project",
     "rotation_matrix",
 ]
+
+
+POSE_POINTS = tuple(range(17, 68))
+"""The iBUG points the pose is fitted to (module docstring)."""
 
 
 def rotation_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
@@ -70,9 +81,7 @@ def project(points_3d: np.ndarray, R: np.ndarray, scale: float = 1.0, shift: Any
     return scale * np.asarray(points_3d, np.float64) @ np.asarray(R, np.float64)[:2].T + np.asarray(shift, np.float64)
 
 
-def fit_weak_perspective(
-    points_2d: np.ndarray, points_3d: np.ndarray
-) -> tuple[np.ndarray, float, np.ndarray]:
+def fit_weak_perspective(points_2d: np.ndarray, points_3d: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
     """Scaled orthographic camera of ``(K, 2)`` image points of ``(K, 3)`` model points (module docstring).
 
     Returns ``(R (3, 3) rotation, scale, shift (2,))`` with ``points_2d ~ scale * R[:2] @ X + shift``, ``shift``
@@ -125,8 +134,15 @@ class HeadPose:
         return project(ends, self.rotation, self.scale, self.origin)
 
 
-def head_pose(landmarks: np.ndarray, model: np.ndarray = MEAN_FACE_68) -> HeadPose:
-    """Head pose of one face from its ``(68, 2)`` image points (iBUG order) and the mean 3D face."""
-    R, scale, shift = fit_weak_perspective(landmarks, model)
+def head_pose(
+    landmarks: np.ndarray, model: np.ndarray = MEAN_FACE_68, points: tuple[int, ...] = POSE_POINTS
+) -> HeadPose:
+    """Head pose of one face from its ``(68, 2)`` image points (iBUG order) and the mean 3D face, fitted to
+    ``points`` (default :data:`POSE_POINTS`); ``origin`` is the image position of the model's origin."""
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    if landmarks.shape != (len(model), 2):
+        raise ValueError(f"landmarks must have shape ({len(model)}, 2), got {landmarks.shape}")
+    index = list(points)
+    R, scale, shift = fit_weak_perspective(landmarks[index], model[index])
     yaw, pitch, roll = euler_angles(R)
     return HeadPose(yaw, pitch, roll, R, scale, shift)

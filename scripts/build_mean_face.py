@@ -96,7 +96,7 @@ def canonical_frame(X: np.ndarray) -> np.ndarray:
 
 
 def write_module(path: Path, shape: np.ndarray, used: int, total: int) -> None:
-    rows = "\n".join(f"        [{x: .5f}, {y: .5f}, {z: .5f}]," for x, y, z in shape)
+    rows = "\n".join(f"        [{x:.5f}, {y:.5f}, {z:.5f}]," for x, y, z in shape)
     text = f'''"""Mean 3D face of the 68 iBUG points, written by ``scripts/build_mean_face.py`` (do not edit by hand).
 
 Provenance: rigid affine structure from motion (Tomasi-Kanade factorisation and metric upgrade) of the 68-point
