@@ -65,7 +65,7 @@ from awing.imread import as_rgb_image, list_images, load_image
 from awing.landmarks import get_scheme
 from awing.models.hourglass import ModelConfig
 from awing.models.weights import default_scheme, model_from_state_dict, read_metadata, read_weights
-from awing.pose import HeadPose, head_pose
+from awing.pose import HeadPose, face_pose
 
 __all__ = [
     "ASSETS_DIR",
@@ -282,7 +282,7 @@ class Face:
             landmarks=landmarks,
             scores=np.asarray(data["scores"], dtype=np.float32).reshape(-1),
             scheme=scheme,
-            pose=_pose(landmarks, scheme),
+            pose=face_pose(landmarks, scheme),
             track_id=None if track is None else int(track),
         )
 
@@ -290,17 +290,6 @@ class Face:
         """This face's aligned ``size x size`` crop of ``image`` (RGB array), a similarity transform of five
         points onto ``template`` (``"arcface"`` or ``"ffhq"``; :func:`awing.face_crops.align_face`)."""
         return align_face(image, self.landmarks, size, template)[0]
-
-
-def _pose(landmarks: np.ndarray, scheme: str) -> HeadPose | None:
-    """The head pose of a 68-point face (:func:`awing.pose.head_pose`); ``None`` for other schemes or when the
-    points are not finite or degenerate."""
-    if scheme != "68":
-        return None
-    try:
-        return head_pose(landmarks)
-    except ValueError:
-        return None
 
 
 @dataclass(eq=False)
@@ -560,7 +549,7 @@ class FaceAligner:
                         landmarks=landmarks[first + j],
                         scores=point_scores[first + j],
                         scheme=self.scheme.name,
-                        pose=_pose(landmarks[first + j], self.scheme.name),
+                        pose=face_pose(landmarks[first + j], self.scheme.name),
                     )
                     for j, box in enumerate(face_boxes)
                 ]

@@ -47,6 +47,7 @@ __all__ = [
     "POSE_POINTS",
     "HeadPose",
     "euler_angles",
+    "face_pose",
     "fit_weak_perspective",
     "head_pose",
     "project",
@@ -146,3 +147,14 @@ def head_pose(
     R, scale, shift = fit_weak_perspective(landmarks[index], model[index])
     yaw, pitch, roll = euler_angles(R)
     return HeadPose(yaw, pitch, roll, R, scale, shift)
+
+
+def face_pose(landmarks: np.ndarray, scheme: str) -> HeadPose | None:
+    """:func:`head_pose` of a face of landmark ``scheme``: ``None`` unless it is ``"68"`` and its points are finite
+    and not degenerate."""
+    if scheme != "68":
+        return None
+    try:
+        return head_pose(landmarks)
+    except ValueError:
+        return None

@@ -17,7 +17,8 @@ Outputs (results to stdout or files, messages to stderr):
 same output name (``a.jpg`` and ``a.png``), the later one uses its full file name (``a.png.json``).
 
 The JSON object of an image: ``{"image": path, "width": W, "height": H, "faces": [{"box": [x0, y0, x1, y1],
-"box_score": p or null, "landmarks": [[x, y], ...], "scores": [...], "scheme": "68"}, ...]}``; coordinates are
+"box_score": p or null, "landmarks": [[x, y], ...], "scores": [...], "scheme": "68", "pose": {"yaw", "pitch",
+"roll"} or null}, ...]}`` (pose in degrees, :mod:`awing.pose`); coordinates are
 0-based original-image pixels (pixel centres on integers), the exact float32 values, never rounded
 (:class:`awing.aligner.Face`).
 

@@ -31,8 +31,9 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from awing.aligner import Face, FaceAligner, _pose
+from awing.aligner import Face, FaceAligner
 from awing.geometry import points_box
+from awing.pose import face_pose
 
 __all__ = ["FaceTracker", "OneEuroFilter"]
 
@@ -223,7 +224,7 @@ class FaceTracker:
             box = points_box(face.landmarks)
             size = max(box[2] - box[0], box[3] - box[1], 1.0)
             landmarks = track.smoother(face.landmarks, t, scale=size).astype(np.float32)
-            face = replace(face, landmarks=landmarks, pose=_pose(landmarks, face.scheme))
+            face = replace(face, landmarks=landmarks, pose=face_pose(landmarks, face.scheme))
         track.face = replace(face, track_id=track.track_id)
         return track.face
 

