@@ -15,8 +15,8 @@ the mean 3D face, ``awing/pose.py``) gives the yaw. Reference: ``yaw_deg.npy``. 
   face and the fit cost without any landmark error).
 
 Columns: all 2,000 faces, the |yaw| bins [0, 30), [30, 60), [60, 90] (``awing.data.aflw.yaw_bin``: the faces
-beyond 90 degrees go to the last bin), and the 1,969 faces with every label within [-99, 99] degrees (the list of
-most head-pose papers, after FSA-Net) using the yaw labels only, so: the faces with |yaw| <= 99.
+beyond 90 degrees go to the last bin), and the 1,994 faces with |yaw| <= 99 degrees (most head-pose papers drop
+the faces with any angle beyond 99 degrees; only the yaw labels are at hand here).
 AFLW2000-3D is a test set: nothing in awing's pose was fitted on it.
 """
 

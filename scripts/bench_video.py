@@ -106,6 +106,7 @@ def main() -> int:
             for name, every in (("tracking", 10), ("detect every frame", 1)):
                 fps, calls[name] = end_to_end(aligner, path, every)
                 runs[name].append(fps)
+                print(f"  {name}: {fps:.1f} frames/s", file=sys.stderr, flush=True)
     result = {name: statistics.median(values) for name, values in runs.items()}
     result["ratio"] = result["tracking"] / result["detect every frame"]
     result["detector_calls"] = calls
