@@ -58,12 +58,14 @@ from torch import nn
 from awing.data.io import DataError, read_image
 from awing.detection.detector import FaceDetector
 from awing.detection.haar import HaarFaceDetector
+from awing.face_crops import align_face
 from awing.geometry import BoxAdapter, box_to_crop_matrix, warp_image
 from awing.imread import as_rgb_image, list_images
 from awing.inference import InferenceSettings, predict_crops, resolve_device
 from awing.landmarks import get_scheme
 from awing.models.hourglass import ModelConfig
 from awing.models.weights import default_scheme, model_from_state_dict, read_metadata, read_weights
+from awing.pose import HeadPose, face_pose
 
 __all__ = [
     "ASSETS_DIR",
@@ -101,6 +103,9 @@ class Face:
         landmarks: ``(K, 2)`` float32 ``(x, y)``, never rounded.
         scores: ``(K,)`` float32 per-point heatmap maxima.
         scheme: landmark scheme name (``awing.landmarks.get_scheme``).
+        pose: head pose (:class:`awing.pose.HeadPose`, yaw / pitch / roll in degrees) of a 68-point face, else
+            ``None``.
+        track_id: the face's track in a video (:class:`awing.tracking.FaceTracker`), ``None`` for a still image.
     """
 
     box: np.ndarray
@@ -108,28 +113,47 @@ class Face:
     landmarks: np.ndarray
     scores: np.ndarray
     scheme: str
+    pose: HeadPose | None = None
+    track_id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict; floats are the exact float32 values (``json`` writes them without loss)."""
-        return {
+        """JSON-ready dict; floats are the exact float32 values (``json`` writes them without loss).
+
+        ``"pose"`` is ``{"yaw", "pitch", "roll"}`` in degrees or ``null``; ``"track_id"`` is present for tracked
+        faces only."""
+        out = {
             "box": self.box.tolist(),
             "box_score": self.box_score,
             "landmarks": self.landmarks.tolist(),
             "scores": self.scores.tolist(),
             "scheme": self.scheme,
+            "pose": None if self.pose is None else self.pose.to_dict(),
         }
+        if self.track_id is not None:
+            out["track_id"] = self.track_id
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Face:
-        """Inverse of :meth:`to_dict` (float32 arrays)."""
+        """Inverse of :meth:`to_dict` (float32 arrays; the pose is fitted again from the landmarks)."""
         score = data["box_score"]
+        landmarks = np.asarray(data["landmarks"], dtype=np.float32).reshape(-1, 2)
+        scheme = str(data["scheme"])
+        track = data.get("track_id")
         return cls(
             box=np.asarray(data["box"], dtype=np.float32).reshape(4),
             box_score=None if score is None else float(score),
-            landmarks=np.asarray(data["landmarks"], dtype=np.float32).reshape(-1, 2),
+            landmarks=landmarks,
             scores=np.asarray(data["scores"], dtype=np.float32).reshape(-1),
-            scheme=str(data["scheme"]),
+            scheme=scheme,
+            pose=face_pose(landmarks, scheme),
+            track_id=None if track is None else int(track),
         )
+
+    def aligned(self, image: np.ndarray, size: int = 112, template: str = "arcface") -> np.ndarray:
+        """This face's aligned ``size x size`` crop of ``image`` (RGB array), a similarity transform of five
+        points onto ``template`` (``"arcface"`` or ``"ffhq"``; :func:`awing.face_crops.align_face`)."""
+        return align_face(image, self.landmarks, size, template)[0]
 
 
 @dataclass(eq=False)
@@ -387,6 +411,7 @@ class FaceAligner:
                         landmarks=landmarks[first + j],
                         scores=point_scores[first + j],
                         scheme=self.scheme.name,
+                        pose=face_pose(landmarks[first + j], self.scheme.name),
                     )
                     for j, box in enumerate(face_boxes)
                 ]

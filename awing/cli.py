@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from awing.align_cli import add_align_parser
 from awing.detection.commands import add_eval_detector_parser, add_train_detector_parser
 from awing.engine.commands import add_eval_parser, add_train_parser
 from awing.predict_cli import add_predict_parser
@@ -75,6 +76,7 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
 
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], object], ...] = (
     add_predict_parser,
+    add_align_parser,
     add_train_parser,
     add_eval_parser,
     add_train_detector_parser,

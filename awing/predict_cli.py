@@ -17,7 +17,8 @@ Outputs (results to stdout or files, messages to stderr):
 same output name (``a.jpg`` and ``a.png``), the later one uses its full file name (``a.png.json``).
 
 The JSON object of an image: ``{"image": path, "width": W, "height": H, "faces": [{"box": [x0, y0, x1, y1],
-"box_score": p or null, "landmarks": [[x, y], ...], "scores": [...], "scheme": "68"}, ...]}``; coordinates are
+"box_score": p or null, "landmarks": [[x, y], ...], "scores": [...], "scheme": "68", "pose": {"yaw", "pitch",
+"roll"} or null}, ...]}`` (pose in degrees, :mod:`awing.pose`); coordinates are
 0-based original-image pixels (pixel centres on integers), the exact float32 values, never rounded
 (:class:`awing.aligner.Face`).
 
@@ -25,6 +26,9 @@ The JSON object of an image: ``{"image": path, "width": W, "height": H, "faces":
 (a fifth score column is ignored); keys are matched against the path as listed, its path relative to the folder
 input, then its file name. The boxes replace detection and are used as the model's own box convention. An image
 without an entry fails.
+
+Video files, webcam indices and (``--video``) folders of frames are tracked, one JSON line per frame:
+:mod:`awing.video_cli`.
 
 Exit codes: 0 every input done; 1 some inputs failed (each named on stderr; the others are processed); 2 a usage
 error (bad options, an unreadable ``--boxes`` file, weights that are missing or invalid, an unavailable device).
@@ -225,8 +229,13 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--format pts writes one file per face: give --out DIR")
     if args.detector != "awing" and args.detector_weights is not None:
         raise UsageError("--detector-weights needs --detector awing")
+    from awing.video_cli import run_videos, split_video_inputs
+
+    videos, images = split_video_inputs(args.inputs, args.video)
+    if videos and args.boxes is not None:
+        raise UsageError("--boxes applies to images, not to video inputs (faces are detected and tracked)")
     table = None if args.boxes is None else _read_boxes(args.boxes)
-    items, errors = expand_inputs(args.inputs, args.recursive)
+    items, errors = expand_inputs(images, args.recursive)
     for message in errors:
         print(f"awing predict: {message}", file=sys.stderr)
     failures = len(errors)
@@ -242,8 +251,9 @@ def _run(args: argparse.Namespace) -> int:
                 failures += 1
         items = kept
     aligner = _load_aligner(args)  # before giving up on the inputs: a usage error outranks failed inputs
+    failures += run_videos(aligner, videos, args) if videos else 0
     if not items:
-        return 1
+        return 1 if failures or not videos else 0
     try:
         writer = _Writer(args.format, args.out, args.save_vis, sys.stdout)
     except OSError as err:
@@ -290,7 +300,9 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         epilog="Exit codes: 0 all inputs done; 1 some inputs failed (named on stderr, the rest processed); 2 usage "
         "error. Weights default to the models bundled with awing.",
     )
-    p.add_argument("inputs", nargs="+", metavar="IMG|DIR|GLOB", help="image files, folders or glob patterns")
+    p.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="image files, folders, glob patterns, videos or webcam indices"
+    )
     p.add_argument("--out", type=Path, default=None, help="output folder (default: JSON lines on stdout)")
     p.add_argument("--format", choices=FORMATS, default="json", help="output format with --out (default json)")
     p.add_argument("--save-vis", type=Path, default=None, metavar="DIR", help="write overlay pictures to DIR")
@@ -312,5 +324,22 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--flip-test", action="store_true", help="average with the mirrored face's prediction")
     p.add_argument("--recursive", action="store_true", help="include sub-folders of folder inputs (and ** in globs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    v = p.add_argument_group(
+        "video",
+        "video files (.mp4, .avi, .mov, ...), webcam indices (0 = the first webcam) and, with --video, folders of "
+        "frames are tracked: one JSON line per frame (to --out DIR/<name>.jsonl or stdout), --save-vis DIR writes "
+        "the overlay video",
+    )
+    v.add_argument("--video", action="store_true", help="treat folder inputs as the frames of one video each")
+    v.add_argument("--every", type=_positive_int, default=1, metavar="N", help="process every N-th frame (default 1)")
+    v.add_argument("--max-frames", type=_positive_int, default=None, metavar="N", help="stop after N frames")
+    v.add_argument(
+        "--detect-every",
+        type=_positive_int,
+        default=10,
+        metavar="K",
+        help="run the detector at least every K processed frames; between, boxes come from the landmarks (default 10)",
+    )
+    v.add_argument("--no-smooth", action="store_true", help="no One-Euro smoothing of the tracked landmarks")
     p.set_defaults(run=run_predict)
     return p

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["PALETTE", "draw_ced", "draw_landmarks", "save_ced_png"]
+__all__ = ["AXIS_COLOURS", "PALETTE", "draw_axes", "draw_ced", "draw_landmarks", "save_ced_png"]
 
 #: Curve colours (RGB), used in order.
 PALETTE = (
@@ -35,6 +35,8 @@ PALETTE = (
     (23, 190, 207),
 )
 
+#: Colours (RGB) of a head pose's x (image right), y (down) and z (away from the camera) axes.
+AXIS_COLOURS = ((255, 0, 0), (0, 255, 0), (0, 0, 255))
 _SHIFT = 4  # fixed-point bits of cv2 drawing coordinates: 1/16 px
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -175,4 +177,35 @@ def draw_landmarks(
         rects = rects.reshape(-1, 4)
         for x0, y0, x1, y1 in _fixed(rects):
             cv2.rectangle(canvas, (int(x0), int(y0)), (int(x1), int(y1)), box_colour, 1, cv2.LINE_AA, _SHIFT)
+    return canvas
+
+
+def draw_axes(image: np.ndarray, axes: np.ndarray, labels: list[str] | None = None) -> np.ndarray:
+    """A copy of ``image`` (RGB uint8) with head-pose axes and optional labels drawn on it.
+
+    Args:
+        axes: ``(4, 2)`` or ``(F, 4, 2)`` image points per face: the origin, then the ends of the x, y and z axes
+            (``awing.pose.HeadPose.axes``), drawn in :data:`AXIS_COLOURS` (red x, green y, blue z).
+        labels: optional text per face, written at its origin (e.g. ``"#3 yaw 12"``).
+    """
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise TypeError(f"image must be an H x W x 3 uint8 array, got {getattr(image, 'shape', type(image))}")
+    points = np.asarray(axes, dtype=np.float64)
+    points = points[None] if points.ndim == 2 else points
+    if points.ndim != 3 or points.shape[1:] != (4, 2):
+        raise ValueError(f"axes must have shape (4, 2) or (F, 4, 2), got {np.shape(axes)}")
+    if labels is not None and len(labels) != len(points):
+        raise ValueError(f"labels must have one entry per face: {len(points)} faces, {len(labels)} labels")
+    canvas = image.copy()
+    thickness = max(1, int(round(min(canvas.shape[:2]) / 240)))
+    for f, face in enumerate(points):
+        if not np.isfinite(face).all():
+            continue
+        origin = tuple(int(v) for v in _fixed(face[0]))
+        for end, colour in zip(face[1:], AXIS_COLOURS, strict=True):
+            cv2.line(canvas, origin, tuple(int(v) for v in _fixed(end)), colour, thickness, cv2.LINE_AA, _SHIFT)
+        if labels is not None:
+            x, y = (int(round(v)) for v in face[0])
+            scale = max(0.4, min(canvas.shape[:2]) / 900)
+            cv2.putText(canvas, labels[f], (x + 4, y - 6), _FONT, scale, (255, 255, 0), 1, cv2.LINE_AA)
     return canvas
