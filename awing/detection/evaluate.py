@@ -362,6 +362,7 @@ def build_eval_detector(
         device=device,
         pre_nms_top_k=inference.pre_nms_top_k,
         max_detections=inference.max_detections,
+        nms_containment=inference.nms_containment,
     )
 
 
