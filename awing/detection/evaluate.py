@@ -73,6 +73,7 @@ __all__ = [
     "DetectionMetrics",
     "WiderImage",
     "average_precision",
+    "best_f1_threshold",
     "build_eval_detector",
     "detect_dataset",
     "evaluate_detections",
@@ -324,6 +325,18 @@ def evaluate_detections(
         recall_curve=recall,
         score_curve=ranked,
     )
+
+
+def best_f1_threshold(metrics: DetectionMetrics) -> tuple[float, float]:
+    """The operating point of a validation run: the score of the ranked curve's point with the highest F1 (ties:
+    the higher score) and that F1 -> ``(threshold, f1)``; ``(nan, nan)`` without detections. Choose it on
+    validation data only: a threshold picked on the test images flatters them."""
+    precision, recall, scores = metrics.precision_curve, metrics.recall_curve, metrics.score_curve
+    if len(scores) == 0:
+        return float("nan"), float("nan")
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    best = int(np.argmax(f1))  # the first maximum in decreasing score order: the highest threshold
+    return float(scores[best]), float(f1[best])
 
 
 def detect_dataset(
