@@ -59,7 +59,7 @@ from awing.data.io import DataError, read_image
 from awing.detection.detector import FaceDetector
 from awing.detection.haar import HaarFaceDetector
 from awing.face_crops import align_face
-from awing.geometry import BoxAdapter, box_to_crop_matrix, warp_image
+from awing.geometry import BoxAdapter, _finite, box_to_crop_matrix, warp_image
 from awing.imread import as_rgb_image, list_images
 from awing.inference import InferenceSettings, predict_crops, resolve_device
 from awing.landmarks import get_scheme
@@ -294,6 +294,7 @@ class FaceAligner:
         device: str | torch.device = "auto",
         *,
         detector: Any = BUNDLED,
+        det_threshold: float | None = None,
         **kwargs: Any,
     ) -> FaceAligner:
         """Load landmark weights (``.safetensors`` with awing metadata, or ``.pth``) and a detector.
@@ -305,6 +306,8 @@ class FaceAligner:
                 :data:`OPENCV` (a :class:`~awing.detection.haar.HaarFaceDetector` with its defaults), a detector
                 weights file
                 (:func:`awing.detection.save_detector`), a detector object, or ``None`` (no detector).
+            det_threshold: face-score threshold of awing's detector (bundled or a weights file) in [0, 1]; default
+                the one stored with its weights. Other detectors refuse it.
             kwargs: ``scheme``, ``settings`` (default: from the weights' metadata), ``batch_size``, ``flip_test``.
 
         Raises ``FileNotFoundError`` naming a missing file (a bundled one included) and ``ValueError`` for a file
@@ -316,11 +319,15 @@ class FaceAligner:
             kwargs["settings"] = InferenceSettings.from_metadata(read_metadata(path), info.config)
         kwargs.setdefault("scheme", info.scheme)
         device = resolve_device(device)
+        awing_detector = isinstance(detector, (str, Path)) and detector != OPENCV
+        if det_threshold is not None and not awing_detector:
+            raise ValueError(f"det_threshold applies to awing's detector (BUNDLED or a weights file), not {detector!r}")
         if isinstance(detector, str) and detector == OPENCV:
             detector = HaarFaceDetector()
         elif isinstance(detector, (str, Path)):
             detector_path = _bundled(BUNDLED_DETECTOR, "detector") if detector == BUNDLED else Path(detector)
-            detector = FaceDetector.from_weights(detector_path, device=device)
+            overrides = {} if det_threshold is None else {"score_threshold": _finite(det_threshold, "det_threshold")}
+            detector = FaceDetector.from_weights(detector_path, device=device, **overrides)
         return cls(model_from_state_dict(state_dict, info.config), detector, device=device, **kwargs)
 
     def __repr__(self) -> str:

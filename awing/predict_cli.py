@@ -143,10 +143,11 @@ def _save_vis(path: Path, image: Any, faces: list) -> None:
     import cv2
     import numpy as np
 
-    from awing.viz import draw_landmarks
+    from awing.viz import draw_faces
 
     if faces:
-        image = draw_landmarks(image, np.stack([f.landmarks for f in faces]), np.stack([f.box for f in faces]))
+        boxes, scores = np.stack([f.box for f in faces]), [f.box_score for f in faces]
+        image = draw_faces(image, np.stack([f.landmarks for f in faces]), boxes, scores)
     ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:
         raise OSError(f"cannot encode the overlay {path}")
@@ -207,6 +208,7 @@ def _load_aligner(args: argparse.Namespace) -> Any:
             detector=detector,
             batch_size=args.batch_size,
             flip_test=args.flip_test,
+            det_threshold=args.det_threshold,
         )
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from None
@@ -227,8 +229,10 @@ def run_predict(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.format == "pts" and args.out is None:
         raise UsageError("--format pts writes one file per face: give --out DIR")
-    if args.detector != "awing" and args.detector_weights is not None:
-        raise UsageError("--detector-weights needs --detector awing")
+    if args.detector != "awing" and (args.detector_weights is not None or args.det_threshold is not None):
+        raise UsageError(
+            f"--{'detector-weights' if args.det_threshold is None else 'det-threshold'} needs --detector awing"
+        )
     from awing.video_cli import run_videos, split_video_inputs
 
     videos, images = split_video_inputs(args.inputs, args.video)
@@ -290,6 +294,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
+    return value
+
+
 def add_predict_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``awing predict``; its ``run`` returns the exit code."""
     p = subparsers.add_parser(
@@ -318,6 +332,14 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         "(default awing)",
     )
     p.add_argument("--detector-weights", type=Path, default=None, metavar="FILE", help="awing detector .safetensors")
+    p.add_argument(
+        "--det-threshold",
+        type=_probability,
+        default=None,
+        metavar="T",
+        help="awing detector's face-score threshold in [0, 1] (default: the one stored with its weights, chosen on "
+        "validation)",
+    )
     p.add_argument("--weights", type=Path, default=None, metavar="W", help="landmark weights (default: bundled)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default auto)")
     p.add_argument("--batch-size", type=_positive_int, default=8, metavar="N", help="images per batch (default 8)")

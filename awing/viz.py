@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["AXIS_COLOURS", "PALETTE", "draw_axes", "draw_ced", "draw_landmarks", "save_ced_png"]
+__all__ = ["AXIS_COLOURS", "PALETTE", "draw_axes", "draw_ced", "draw_faces", "draw_landmarks", "save_ced_png"]
 
 #: Curve colours (RGB), used in order.
 PALETTE = (
@@ -209,3 +209,36 @@ def draw_axes(image: np.ndarray, axes: np.ndarray, labels: list[str] | None = No
             scale = max(0.4, min(canvas.shape[:2]) / 900)
             cv2.putText(canvas, labels[f], (x + 4, y - 6), _FONT, scale, (255, 255, 0), 1, cv2.LINE_AA)
     return canvas
+
+
+def draw_faces(
+    image: np.ndarray, landmarks: np.ndarray, boxes: np.ndarray, scores: list[float | None] | None = None
+) -> np.ndarray:
+    """A copy of ``image`` with each face in its own colour (:data:`PALETTE`, in turn): its points, its box and a
+    label ``"<number>: <score>"`` above the box (the number counts from 1 in the given order; the score is left out
+    where it is ``None``).
+
+    Args:
+        image: ``H x W x 3`` RGB uint8 (or ``H x W`` grey).
+        landmarks: ``(F, K, 2)`` image pixels.
+        boxes: ``(F, 4)`` boxes ``(x0, y0, x1, y1)``.
+        scores: ``F`` detector scores or ``None`` each (default: no scores).
+    """
+    landmarks, boxes = np.asarray(landmarks, np.float64), np.asarray(boxes, np.float64)
+    if landmarks.ndim != 3 or boxes.shape != (len(landmarks), 4):
+        raise ValueError(f"expected landmarks (F, K, 2) and boxes (F, 4), got {landmarks.shape} and {boxes.shape}")
+    scores = [None] * len(boxes) if scores is None else list(scores)
+    if len(scores) != len(boxes):
+        raise ValueError(f"expected {len(boxes)} scores (one per face), got {len(scores)}")
+    canvas = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else image
+    scale = max(0.4, min(canvas.shape[:2]) / 800)
+    for i, (points, box, score) in enumerate(zip(landmarks, boxes, scores, strict=True)):
+        colour = PALETTE[i % len(PALETTE)]
+        canvas = draw_landmarks(canvas, points, box, colour=colour, box_colour=colour)
+        label = f"{i + 1}" if score is None else f"{i + 1}: {score:.2f}"
+        (width, height), baseline = cv2.getTextSize(label, _FONT, scale, 1)
+        x = int(np.clip(box[0], 0, max(canvas.shape[1] - width, 0)))
+        y = int(np.clip(box[1] - 3, height + 1, canvas.shape[0] - baseline))
+        cv2.rectangle(canvas, (x, y - height - 1), (x + width, y + baseline), colour, -1)
+        cv2.putText(canvas, label, (x, y), _FONT, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return canvas.copy() if canvas is image else canvas

@@ -51,17 +51,23 @@ def aflw_face_box(points: np.ndarray, visible: np.ndarray) -> np.ndarray:
     return teacher_boxes(reference, BOX_SCALE, BOX_OFFSET)[0].astype(np.float32)
 
 
-def voc_xml(filename: str, size: int, boxes: list[np.ndarray]) -> str:
-    """A PASCAL VOC annotation with 1-based integer-rounded boxes (VOC's convention), every object a face."""
+def voc_xml(
+    filename: str, size: int | tuple[int, int], boxes: list[np.ndarray], difficult: np.ndarray | None = None
+) -> str:
+    """A PASCAL VOC annotation with 1-based integer-rounded boxes (VOC's convention), every object a face;
+    ``size`` is the side of a square image or ``(width, height)``; ``difficult`` (one bool per box) marks ignore
+    regions."""
     keys = ("xmin", "ymin", "xmax", "ymax")
+    width, height = (size, size) if isinstance(size, int) else size
+    flags = np.zeros(len(boxes), bool) if difficult is None else np.asarray(difficult, bool)
     objects = "".join(
-        "<object><name>face</name><difficult>0</difficult><bndbox>"
+        f"<object><name>face</name><difficult>{int(flag)}</difficult><bndbox>"
         + "".join(f"<{k}>{round(float(v)) + 1}</{k}>" for k, v in zip(keys, box, strict=True))
         + "</bndbox></object>"
-        for box in boxes
+        for box, flag in zip(boxes, flags, strict=True)
     )
     return (
-        f"<annotation><filename>{filename}</filename><size><width>{size}</width><height>{size}</height>"
+        f"<annotation><filename>{filename}</filename><size><width>{width}</width><height>{height}</height>"
         f"<depth>3</depth></size>{objects}</annotation>\n"
     )
 

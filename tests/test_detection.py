@@ -188,6 +188,34 @@ class TestNMS:
         assert batched_nms(boxes, scores, torch.tensor([0, 0, 1]), 0.5).tolist() == [0, 2]
         assert batched_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long), 0.5).tolist() == []
 
+    def test_overlapping_boxes_one_per_face(self):
+        """Two faces side by side, each with two shifted boxes (IoU 0.68 within a face, 0 across): one box each."""
+        boxes = torch.tensor([[0.0, 0, 50, 50], [5, 5, 55, 55], [100, 0, 150, 50], [104, 3, 154, 53]])
+        scores = torch.tensor([0.9, 0.95, 0.6, 0.8])
+        assert nms(boxes, scores, 0.4).tolist() == [1, 3]
+
+    def test_nested_boxes(self):
+        """A 60 px box inside a 100 px one (IoU 0.36 < 0.4): kept by IoU alone, suppressed by containment (all of
+        it lies inside); a box half outside (intersection 0.5 of the smaller) stays at containment 0.8."""
+        big, nested = [0.0, 0, 100, 100], [20, 20, 80, 80]
+        half_out = [70, 20, 130, 80]  # 30 x 60 of its 60 x 60 inside: share 0.5, IoU 1800 / 11800 = 0.15
+        boxes, scores = torch.tensor([big, nested, half_out]), torch.tensor([0.9, 0.8, 0.7])
+        assert nms(boxes, scores, 0.4).tolist() == [0, 1, 2]
+        assert nms(boxes, scores, 0.4, containment=0.8).tolist() == [0, 2]
+        assert nms(boxes, scores, 0.4, containment=0.45).tolist() == [0]
+        # the nested box scoring higher suppresses the big one just the same (the smaller area is what counts)
+        assert nms(boxes, torch.tensor([0.5, 0.8, 0.7]), 0.4, containment=0.8).tolist() == [1, 2]
+        groups = torch.tensor([0, 1, 0])  # another image: never suppressed
+        assert batched_nms(boxes, scores, groups, 0.4, containment=0.8).tolist() == [0, 1, 2]
+
+    def test_containment_one_is_plain_iou(self):
+        generator = torch.Generator().manual_seed(7)
+        centre = torch.rand(80, 2, generator=generator) * 100
+        size = 5 + torch.rand(80, 2, generator=generator) * 30
+        boxes = torch.cat([centre - size / 2, centre + size / 2], dim=1)
+        scores = torch.rand(80, generator=generator)
+        assert nms(boxes, scores, 0.4, containment=1.0).tolist() == greedy_nms(boxes, scores, 0.4)
+
     def test_edge_cases(self):
         assert nms(torch.zeros(0, 4), torch.zeros(0), 0.5).tolist() == []
         assert nms(torch.tensor([[0.0, 0, 1, 1]]), torch.tensor([0.1]), 0.5).tolist() == [0]

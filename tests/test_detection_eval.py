@@ -11,6 +11,7 @@ from awing.detection.evaluate import (
     SIMPLIFIED_WIDER_MIN_HEIGHT,
     WiderImage,
     average_precision,
+    best_f1_threshold,
     evaluate_detections,
     find_wider_ground_truth,
     match_detections,
@@ -118,6 +119,13 @@ class TestEvaluateDetections:
     def test_recall_at_threshold(self, threshold, recall, precision):
         metrics = evaluate_detections(DETECTIONS, GT, score_threshold=threshold)
         assert (metrics.recall, metrics.precision) == pytest.approx((recall, precision))
+
+    def test_best_f1_threshold(self):
+        """F1 along the ranked curve: 1/2, 2/5, 2/3, 4/7 -> the third detection's score 0.7, F1 2/3."""
+        threshold, f1 = best_f1_threshold(evaluate_detections(DETECTIONS, GT, score_threshold=None))
+        assert threshold == pytest.approx(0.7) and f1 == pytest.approx(2 / 3)
+        empty = evaluate_detections([{"boxes": np.zeros((0, 4)), "scores": np.zeros(0)}], GT[1:], score_threshold=None)
+        assert all(math.isnan(v) for v in best_f1_threshold(empty))
 
     def test_above_every_score(self):
         metrics = evaluate_detections(DETECTIONS, GT, score_threshold=0.95)

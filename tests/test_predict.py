@@ -154,6 +154,46 @@ class TestOutputs:
             assert 0 <= face["box_score"] <= 1 and len(face["landmarks"]) == 68
             assert all(math.isfinite(v) for point in face["landmarks"] for v in point)
 
+    def test_det_threshold_sets_the_operating_point(self, tmp_path, capsys, models):
+        """The test detector stores threshold 0 (every anchor, at most 2 boxes); --det-threshold 1 keeps none, so the
+        image has no face; the API's det_threshold= sets the same value on the detector."""
+        image = write_image(tmp_path / "a.jpg", 160, 120)
+        detector = ["--detector", "awing", "--detector-weights", models["detector"], "--device", "cpu"]
+        code, out, _ = run(capsys, image, "--weights", models["random"], *detector)
+        assert code == 0 and len(json.loads(out)["faces"]) == 2
+        code, out, _ = run(capsys, image, "--weights", models["random"], *detector, "--det-threshold", "1")
+        assert code == 0 and json.loads(out)["faces"] == []
+        aligner = FaceAligner.from_pretrained(models["random"], "cpu", detector=models["detector"], det_threshold=0.7)
+        assert aligner.detector.settings.score_threshold == 0.7
+        with pytest.raises(ValueError, match="det_threshold applies to awing's detector"):
+            FaceAligner.from_pretrained(models["random"], "cpu", detector="opencv", det_threshold=0.7)
+        with pytest.raises(ValueError, match="score_threshold"):
+            FaceAligner.from_pretrained(models["random"], "cpu", detector=models["detector"], det_threshold=2.0)
+
+    def test_overlay_colours_and_labels_per_face(self):
+        from awing.viz import PALETTE, draw_faces
+
+        image = np.zeros((200, 300, 3), np.uint8)
+        boxes = np.array([[20, 60, 100, 140], [160, 60, 240, 140]], np.float64)
+        points = np.stack([np.full((68, 2), 60.0), np.full((68, 2), 200.0)])
+        points[:, :, 1] = 100
+        out = draw_faces(image, points, boxes, [0.91, None])
+
+        def tinted(pixel, colour) -> bool:  # anti-aliased edges: a darker shade of the colour on black
+            pixel, colour = np.asarray(pixel, float), np.asarray(colour, float)
+            return pixel.max() > 60 and np.dot(pixel, colour) / np.linalg.norm(pixel) / np.linalg.norm(colour) > 0.99
+
+        assert tinted(out[100, 20], PALETTE[0]) and tinted(out[100, 240], PALETTE[1])  # box edges
+        assert tinted(out[100, 60], PALETTE[0]) and tinted(out[100, 200], PALETTE[1])  # the points
+        assert not tinted(out[100, 20], PALETTE[1])
+        label0, label1 = out[40:62, 20:100], out[40:62, 160:240]  # above each box: filled label, white text
+        assert (label0 > 200).all(axis=2).any() and (label0 == PALETTE[0]).all(axis=2).any()
+        assert (label1 > 200).all(axis=2).any() and (label1 == PALETTE[1]).all(axis=2).any()
+        assert (label0 == PALETTE[0]).all(axis=2).sum() > (label1 == PALETTE[1]).all(axis=2).sum()  # "1: 0.91"
+        assert not image.any()  # the input is untouched
+        with pytest.raises(ValueError, match="scores"):
+            draw_faces(image, points, boxes, [0.5])
+
     def test_exif_orientation_swaps_the_size(self, tmp_path, capsys, models):
         from test_imread import _exif, _with_exif
 
@@ -222,6 +262,7 @@ class TestUsageErrors:
         [
             (["--format", "pts"], "--format pts writes one file per face: give --out DIR"),
             (["--detector", "none", "--detector-weights", "d.safetensors"], "--detector-weights needs"),
+            (["--detector", "opencv", "--det-threshold", "0.5"], "--det-threshold needs --detector awing"),
             (["--weights", "missing.safetensors"], "weights file not found: missing.safetensors"),
             (["--boxes", "nope.json"], "--boxes file not found"),
         ],
@@ -250,7 +291,10 @@ class TestUsageErrors:
         code, _, err = run(capsys, write_image(tmp_path / "a.png"), "--weights", models["flat"], "--device", "cuda")
         assert code == 2 and "CUDA is not available" in err
 
-    @pytest.mark.parametrize("extra", [["--batch-size", "0"], ["--format", "xml"], []])
+    @pytest.mark.parametrize(
+        "extra", [["--batch-size", "0"], ["--format", "xml"], [], ["a.png", "--det-threshold", "1.5"],
+                  ["a.png", "--det-threshold", "x"]]
+    )  # fmt: skip
     def test_argparse_errors_exit_2(self, capsys, extra):
         with pytest.raises(SystemExit) as info:
             main(["predict", *extra] if extra else ["predict"])

@@ -186,8 +186,10 @@ class DetectionAugmentConfig:
 class DetectionDataConfig:
     """Detection data set and batches."""
 
-    name: Literal["face_mask", "voc", "wider", "dlib"] = _field(
-        "face_mask", "data set format: 'face_mask' (VOC XML, fixed split), 'voc', 'wider' or 'dlib'"
+    name: Literal["face_mask", "voc", "distill", "wider", "dlib"] = _field(
+        "face_mask",
+        "data set format: 'face_mask' (VOC XML, fixed split), 'voc', 'distill' (build_distill_set.py), "
+        "'wider' or 'dlib'",
     )
     root: str = _field("data/face-mask-detection", "data set root folder")
     train_split: str = _field("train", "split used for training")
@@ -236,6 +238,11 @@ class InferenceConfig:
     input_max_side: int = _field(640, "the image is resized so that its longer side equals this")
     score_threshold: float = _field(0.5, "minimum face probability")
     nms_iou: float = _field(0.4, "IoU above which a lower-scoring box is suppressed")
+    nms_containment: float = _field(
+        0.8,
+        "a lower-scoring box is also suppressed when this share of the smaller box lies in the other (nested "
+        "boxes on one face); 1 = off",
+    )
     pre_nms_top_k: int = _field(2000, "highest-scoring boxes kept before NMS")
     max_detections: int = _field(750, "boxes kept after NMS")
 
@@ -243,6 +250,7 @@ class InferenceConfig:
         _require(self.input_max_side >= 32, "input_max_side", ">= 32", self.input_max_side)
         _require(0 <= self.score_threshold <= 1, "score_threshold", "in [0, 1]", self.score_threshold)
         _require(0 < self.nms_iou <= 1, "nms_iou", "in (0, 1]", self.nms_iou)
+        _require(0 < self.nms_containment <= 1, "nms_containment", "in (0, 1]", self.nms_containment)
         _require(self.pre_nms_top_k >= 1, "pre_nms_top_k", ">= 1", self.pre_nms_top_k)
         _require(self.max_detections >= 1, "max_detections", ">= 1", self.max_detections)
 

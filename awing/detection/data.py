@@ -379,13 +379,25 @@ def _wider_records(root: Path, split: str) -> list[DetectionRecord]:
     return read_wider_annotations(gt, require_path(root / f"WIDER_{split}" / "images", "wider-face", folder=True))
 
 
+def _distill_records(root: Path, split: str) -> list[DetectionRecord]:
+    """A distillation folder (``scripts/build_distill_set.py``): ``train`` is every image of ``root`` (all made from
+    training images), ``val`` the CRC-32 val split of the VOC folder ``root/val`` (a link to face-mask)."""
+    if split not in ("train", "val"):
+        raise ValueError(f"unknown split {split!r} for a distillation folder; valid splits: train, val")
+    if split == "val":
+        return read_voc_folder(root / "val", "val", "face-mask-detection (distill val)")
+    return read_voc_folder(root, "all", "distill")
+
+
 DETECTION_DATASETS: dict[str, Callable[[Path, str], list[DetectionRecord]]] = {
     "face_mask": lambda root, split: read_voc_folder(root, split, "face-mask-detection"),
+    "distill": _distill_records,
     "voc": lambda root, split: read_voc_folder(root, split, "voc"),
     "wider": _wider_records,
     "dlib": lambda root, split: read_dlib_xml(require_path(root / f"{split}.xml", "dlib")),
 }
-"""Data set name -> ``(root, split) -> records``. Splits: face_mask/voc ``all|train|val`` (CRC-32 rule), wider
+"""Data set name -> ``(root, split) -> records``. Splits: face_mask/voc ``all|train|val`` (CRC-32 rule), distill
+``train|val``, wider
 ``train|val``, dlib: the XML file's stem (``training``, ``testing``)."""
 
 

@@ -72,6 +72,8 @@ class FaceDetector:
         input_max_side: the longer image side is resized to this.
         score_threshold: minimum face probability.
         nms_iou: IoU above which a lower-scoring box is suppressed.
+        nms_containment: share of the smaller box inside a higher-scoring one above which it is suppressed too
+            (nested boxes on one face; :func:`~awing.detection.nms.nms`).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when present).
         pre_nms_top_k: best boxes per image entering NMS.
         max_detections: boxes kept per image after NMS.
@@ -91,6 +93,7 @@ class FaceDetector:
         device: str | torch.device = "cpu",
         pre_nms_top_k: int = 2000,
         max_detections: int = 750,
+        nms_containment: float = 0.8,
     ) -> None:
         if not isinstance(model, FaceDetectorNet):
             raise TypeError(f"model must be a FaceDetectorNet, got {type(model).__name__}")
@@ -100,6 +103,7 @@ class FaceDetector:
             nms_iou=nms_iou,
             pre_nms_top_k=pre_nms_top_k,
             max_detections=max_detections,
+            nms_containment=nms_containment,
         )
         self.device = resolve_device(device)
         self.config: DetectorModelConfig = model.config
@@ -177,7 +181,7 @@ class FaceDetector:
         variances = self.config.variances
         boxes = decode_boxes(box_deltas[image_idx, anchor_idx], anchors[anchor_idx], variances)
         points = decode_landmarks(landmark_deltas[image_idx, anchor_idx], anchors[anchor_idx], variances)
-        keep = batched_nms(boxes, kept_scores, image_idx, settings.nms_iou)
+        keep = batched_nms(boxes, kept_scores, image_idx, settings.nms_iou, settings.nms_containment)
         # back to original pixels: x = (x_in + 0.5) / k - 0.5 per image and axis
         inv = torch.as_tensor(1.0 / scales, dtype=boxes.dtype, device=boxes.device)[image_idx[keep]]  # (K, 2)
         boxes = (boxes[keep].view(-1, 2, 2) + 0.5) * inv[:, None] - 0.5

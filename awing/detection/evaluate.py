@@ -74,6 +74,7 @@ __all__ = [
     "DetectionMetrics",
     "WiderImage",
     "average_precision",
+    "best_f1_threshold",
     "build_eval_detector",
     "detect_dataset",
     "evaluate_detections",
@@ -327,6 +328,18 @@ def evaluate_detections(
     )
 
 
+def best_f1_threshold(metrics: DetectionMetrics) -> tuple[float, float]:
+    """The operating point of a validation run: the score of the ranked curve's point with the highest F1 (ties:
+    the higher score) and that F1 -> ``(threshold, f1)``; ``(nan, nan)`` without detections. Choose it on
+    validation data only: a threshold picked on the test images flatters them."""
+    precision, recall, scores = metrics.precision_curve, metrics.recall_curve, metrics.score_curve
+    if len(scores) == 0:
+        return float("nan"), float("nan")
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    best = int(np.argmax(f1))  # the first maximum in decreasing score order: the highest threshold
+    return float(scores[best]), float(f1[best])
+
+
 def detect_dataset(
     detector: Any, dataset: Any, batch_size: int = 8, progress: bool | None = None
 ) -> list[dict[str, np.ndarray]]:
@@ -363,6 +376,7 @@ def build_eval_detector(
         device=device,
         pre_nms_top_k=inference.pre_nms_top_k,
         max_detections=inference.max_detections,
+        nms_containment=inference.nms_containment,
     )
 
 

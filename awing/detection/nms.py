@@ -15,13 +15,15 @@ from torch import Tensor
 __all__ = ["batched_nms", "nms"]
 
 
-def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, containment: float = 1.0) -> Tensor:
     """Indices of the boxes kept by greedy NMS, in decreasing score order (ties: lower index first).
 
     Args:
         boxes: ``(N, 4)`` xyxy.
         scores: ``(N,)``.
         iou_threshold: a box is suppressed by a higher-scoring kept box when their IoU exceeds this.
+        containment: ... or when their intersection exceeds this share of the smaller box's area (a box nested in
+            another: a 60 px box inside a 100 px one has IoU 0.36 but is all inside). 1.0: off.
 
     Returns:
         ``(K,)`` long indices into ``boxes``.
@@ -35,7 +37,7 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     order = torch.sort(scores, descending=True, stable=True).indices
     if order.numel() <= 1:
         return order
-    suppressor = _suppression_matrix(boxes[order], iou_threshold)
+    suppressor = _suppression_matrix(boxes[order], iou_threshold, containment)
     keep = torch.ones(order.numel(), dtype=suppressor.dtype, device=boxes.device)
     for _ in range(order.numel()):
         new_keep = (keep @ suppressor == 0).to(keep.dtype)
@@ -45,8 +47,9 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     return order[keep.bool()]
 
 
-def _suppression_matrix(boxes: Tensor, iou_threshold: float, block: int = 256) -> Tensor:
-    """``S[i, j] = 1.0`` where ``i < j`` and ``IoU(i, j) > iou_threshold``, else 0 -> ``(N, N)`` float.
+def _suppression_matrix(boxes: Tensor, iou_threshold: float, containment: float = 1.0, block: int = 256) -> Tensor:
+    """``S[i, j] = 1.0`` where ``i < j`` and ``IoU(i, j) > iou_threshold`` or (``containment < 1``) the
+    intersection exceeds ``containment`` times the smaller area, else 0 -> ``(N, N)`` float.
 
     Tested as ``inter > t * (area_i + area_j - inter)`` (no division), one block of rows at a time and only right of
     the diagonal, so that the ``N x N`` temporaries stay in the CPU cache (this is the cost of NMS).
@@ -61,15 +64,20 @@ def _suppression_matrix(boxes: Tensor, iou_threshold: float, block: int = 256) -
         height = torch.minimum(y1[rows, None], y1[None, cols]).sub_(torch.maximum(y0[rows, None], y0[None, cols]))
         inter.clamp_(min=0).mul_(height.clamp_(min=0))
         union = (area[rows, None] + area[None, cols]).sub_(inter).mul_(iou_threshold)
-        out[rows, cols] = inter > union
+        suppress = inter > union
+        if containment < 1:
+            suppress |= inter > torch.minimum(area[rows, None], area[None, cols]).mul_(containment)
+        out[rows, cols] = suppress
     return out.triu_(diagonal=1)
 
 
-def batched_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float) -> Tensor:
+def batched_nms(
+    boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float, containment: float = 1.0
+) -> Tensor:
     """NMS within each group (image index, class) at once: boxes of different groups never suppress each other.
 
     Shifts each group's boxes (in float64) by ``group * (extent + 1)`` so that groups cannot overlap, then runs
-    :func:`nms`.
+    :func:`nms` (``containment`` as there).
     Shapes: ``(N, 4)``, ``(N,)``, ``(N,)`` integer -> ``(K,)`` long indices in decreasing score order.
     """
     if groups.shape != scores.shape:
@@ -79,4 +87,4 @@ def batched_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: fl
     boxes = boxes.double()  # the shifted coordinates grow with the group count: keep their precision
     extent = boxes.max() - boxes.min() + 1
     shifted = boxes - boxes.min() + (groups.double() * extent)[:, None]
-    return nms(shifted, scores, iou_threshold)
+    return nms(shifted, scores, iou_threshold, containment)
