@@ -64,6 +64,7 @@ from awing.imread import as_rgb_image, list_images, load_image
 from awing.landmarks import get_scheme
 from awing.models.hourglass import ModelConfig
 from awing.models.weights import default_scheme, model_from_state_dict, read_metadata, read_weights
+from awing.runtime import HeatmapRunner, resolve_backend
 
 __all__ = [
     "ASSETS_DIR",
@@ -347,6 +348,10 @@ class FaceAligner:
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         batch_size: images per batch in :meth:`predict_files` (all their faces go through the network together).
         flip_test: average with the mirrored crop's heatmaps.
+        backend: ``"auto"`` (onnxruntime on the CPU when installed, else torch), ``"torch"`` or ``"onnxruntime"``
+            (:mod:`awing.runtime`: the network exported once to an onnxruntime session).
+        threads: CPU threads of the onnxruntime session (``None``: :func:`awing.runtime.default_threads`); with
+            the torch backend, when given, ``torch.set_num_threads(threads)`` (process-wide).
 
     >>> from awing.models import StackedHourglass
     >>> model = StackedHourglass(num_stacks=1, num_landmarks=68, features=16, depth=1, input_size=32)
@@ -366,6 +371,8 @@ class FaceAligner:
         device: str | torch.device = "auto",
         batch_size: int = 8,
         flip_test: bool = False,
+        backend: str = "auto",
+        threads: int | None = None,
     ) -> None:
         if not isinstance(model, nn.Module) or not isinstance(getattr(model, "config", None), ModelConfig):
             raise TypeError(
@@ -395,6 +402,10 @@ class FaceAligner:
         self.codec = self.settings.make_codec(self.config)
         self.device = resolve_device(device)
         self.model = copy.deepcopy(model).eval().to(self.device, memory_format=torch.channels_last)
+        self.backend = resolve_backend(backend, self.device)
+        self._runner = HeatmapRunner(self.model, threads) if self.backend == "onnxruntime" else None
+        if self._runner is None and threads is not None:
+            torch.set_num_threads(threads)
         self.detector = detector
         self.batch_size = batch_size
         self.flip_test = bool(flip_test)
@@ -406,6 +417,8 @@ class FaceAligner:
         device: str | torch.device = "auto",
         *,
         detector: Any = BUNDLED,
+        backend: str = "auto",
+        threads: int | None = None,
         **kwargs: Any,
     ) -> FaceAligner:
         """Load landmark weights (``.safetensors`` with awing metadata, or ``.pth``) and a detector.
@@ -417,6 +430,7 @@ class FaceAligner:
                 :data:`OPENCV` (a :class:`~awing.detection.haar.HaarFaceDetector` with its defaults), a detector
                 weights file
                 (:func:`awing.detection.save_detector`), a detector object, or ``None`` (no detector).
+            backend, threads: of the landmark network and of awing's detector (see :class:`FaceAligner`).
             kwargs: ``scheme``, ``settings`` (default: from the weights' metadata), ``batch_size``, ``flip_test``.
 
         Raises ``FileNotFoundError`` naming a missing file (a bundled one included) and ``ValueError`` for a file
@@ -434,13 +448,14 @@ class FaceAligner:
             detector = HaarFaceDetector()
         elif isinstance(detector, (str, Path)):
             detector_path = _bundled(BUNDLED_DETECTOR, "detector") if detector == BUNDLED else Path(detector)
-            detector = FaceDetector.from_weights(detector_path, device=device)
-        return cls(model_from_state_dict(state_dict, info.config), detector, device=device, **kwargs)
+            detector = FaceDetector.from_weights(detector_path, device=device, backend=backend, threads=threads)
+        model = model_from_state_dict(state_dict, info.config)
+        return cls(model, detector, device=device, backend=backend, threads=threads, **kwargs)
 
     def __repr__(self) -> str:
         return (
             f"FaceAligner(scheme={self.scheme.name}, input_size={self.config.input_size}, {self.settings}, "
-            f"detector={self.detector!r}, device={self.device}, batch_size={self.batch_size}, "
+            f"detector={self.detector!r}, device={self.device}, backend={self.backend}, batch_size={self.batch_size}, "
             f"flip_test={self.flip_test})"
         )
 
@@ -545,17 +560,23 @@ class FaceAligner:
             if self.flip_test:
                 from awing.engine.evaluate import flip_heatmaps_back
 
-                heatmaps = self.model(torch.cat([x, x.flip(-1)]))[-1][:, :num].float()
+                heatmaps = self._heatmaps(torch.cat([x, x.flip(-1)]))
                 plain, mirrored = heatmaps.chunk(2)
                 heatmaps = 0.5 * (plain + flip_heatmaps_back(mirrored, self.scheme.flip_index))
             else:
-                heatmaps = self.model(x)[-1][:, :num].float()
+                heatmaps = self._heatmaps(x)
             points_hm, peak = self.codec.decode(heatmaps)
             landmarks.append(self.codec.to_crop(points_hm).cpu().numpy())
             scores.append(peak.cpu().numpy())
         points_crop = np.concatenate(landmarks)
         points_img = [transform_points(invert(m), p) for m, p in zip(matrices, points_crop, strict=True)]
         return np.stack(points_img).astype(np.float32), np.concatenate(scores).astype(np.float32)
+
+    def _heatmaps(self, x: torch.Tensor) -> torch.Tensor:
+        """``B x 3 x S x S`` RGB in [0, 1] -> the last stack's ``B x K x S/4 x S/4`` float32 landmark heatmaps."""
+        if self._runner is not None:
+            return torch.from_numpy(self._runner(x.numpy()))
+        return self.model(x)[-1][:, : self.config.num_landmarks].float()
 
     # -- files and folders --------------------------------------------------------------------------------------
 

@@ -1,0 +1,197 @@
+"""Inference backends: PyTorch eager or onnxruntime, and the CPU thread policy (issue 16).
+
+``backend="onnxruntime"`` exports a network to ONNX in memory (the TorchScript exporter: in eval mode it folds
+every BatchNorm that directly follows a convolution into that convolution; the pre-activation BatchNorms of the
+hourglass's ``ConvBlock`` sit behind a ReLU and stay as per-channel scale-and-shift), then builds one onnxruntime
+``InferenceSession`` with all graph optimisations (Conv + Add / ReLU fusion, constant folding of the CoordConv grids).
+The session is built once and reused; :class:`OnnxRunner` maps a float32 batch to the network's outputs.
+
+``backend="auto"`` picks onnxruntime when it is importable and the device is the CPU, else PyTorch: onnxruntime was
+2-3 x faster per face on this project's 2-core CPU (``scripts/bench_predict.py``).
+
+**Threads.** ``threads=None`` takes :func:`default_threads` (the CPUs this process may use, at most
+:data:`MAX_DEFAULT_THREADS`). onnxruntime's intra-op threads do not spin (``session.intra_op.allow_spinning=0``):
+a spinning worker holds its core while it waits for work, and with another CPU-bound process beside it the threads
+of one parallel region wait for each other's time slices (with torch's 2 spinning OpenMP threads the bundled model
+went from 16 to 65 ms per face; issue 16). Without spinning an idle worker sleeps, so a busy machine costs at most
+the share of the CPU it leaves.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import io
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "BACKENDS",
+    "MAX_DEFAULT_THREADS",
+    "HeatmapRunner",
+    "OnnxRunner",
+    "default_threads",
+    "resolve_backend",
+    "resolve_threads",
+]
+
+BACKENDS = ("auto", "torch", "onnxruntime")
+MAX_DEFAULT_THREADS = 4
+"""Default thread cap: the small networks here gain little beyond 4 threads at batch 1."""
+OPSET = 17
+
+
+def onnxruntime_available() -> bool:
+    """Whether ``onnxruntime`` and ``onnx`` (the exporter needs it) can be imported."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """``"auto"`` -> ``"onnxruntime"`` on a CPU device when installed, else ``"torch"``; others are checked.
+
+    Raises ``ValueError`` for an unknown name, for ``"onnxruntime"`` with a CUDA device (this runner is CPU only)
+    and ``ImportError`` when onnxruntime is requested but not installed.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        return "onnxruntime" if device.type == "cpu" and onnxruntime_available() else "torch"
+    if backend == "onnxruntime":
+        if device.type != "cpu":
+            raise ValueError(f"backend 'onnxruntime' runs on the CPU only; got device {device} (use backend='torch')")
+        if not onnxruntime_available():
+            raise ImportError(
+                "backend 'onnxruntime' needs the packages onnxruntime and onnx: pip install onnxruntime onnx"
+            )
+    return backend
+
+
+def default_threads() -> int:
+    """CPUs this process may run on (its affinity mask), at most :data:`MAX_DEFAULT_THREADS`."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        count = os.cpu_count() or 1
+    return max(1, min(count, MAX_DEFAULT_THREADS))
+
+
+def resolve_threads(threads: int | None) -> int:
+    """``None`` -> :func:`default_threads`; otherwise a positive int, checked."""
+    if threads is None:
+        return default_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    return threads
+
+
+def export_bytes(
+    module: nn.Module,
+    example: Tensor,
+    output_names: Sequence[str],
+    dynamic_axes: Mapping[str, Mapping[int, str]],
+) -> bytes:
+    """The ONNX model (opset :data:`OPSET`) of an eval-mode CPU copy of ``module`` for inputs like ``example``.
+
+    ``dynamic_axes`` names the variable axes of ``"input"`` and the outputs. Traced with one torch thread (the
+    trace runs the network once; contended threads only slow it down), restored afterwards.
+    """
+    net = copy.deepcopy(module).to("cpu").eval()
+    buffer = io.BytesIO()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
+            torch.onnx.export(
+                net,
+                (example.to("cpu"),),
+                buffer,
+                input_names=["input"],
+                output_names=list(output_names),
+                dynamic_axes={k: dict(v) for k, v in dynamic_axes.items()},
+                opset_version=OPSET,
+                dynamo=False,
+            )
+    finally:
+        torch.set_num_threads(previous)
+    return buffer.getvalue()
+
+
+class OnnxRunner:
+    """One onnxruntime CPU session: ``runner(batch) -> [outputs]`` (float32 numpy in and out).
+
+    Args:
+        model_bytes: a serialised ONNX model with one input named ``"input"``.
+        threads: intra-op threads (``None``: :func:`default_threads`); no spinning, one inter-op thread.
+    """
+
+    def __init__(self, model_bytes: bytes, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.threads = resolve_threads(threads)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        options.log_severity_level = 3  # errors only
+        self.session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+    @classmethod
+    def from_module(
+        cls,
+        module: nn.Module,
+        example: Tensor,
+        output_names: Sequence[str],
+        dynamic_axes: Mapping[str, Mapping[int, str]],
+        threads: int | None = None,
+    ) -> OnnxRunner:
+        """Export ``module`` (:func:`export_bytes`) and build its session."""
+        return cls(export_bytes(module, example, output_names, dynamic_axes), threads)
+
+    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+        """``batch`` (any float array of the input's shape; made float32 and contiguous) -> the outputs."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        return self.session.run(None, {"input": batch})
+
+    def __repr__(self) -> str:
+        return f"OnnxRunner(threads={self.threads})"
+
+
+class _LastStack(nn.Module):
+    """``model(x)[-1][:, :num_landmarks]``: the last stack's landmark heatmaps (boundary channel dropped)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.num_landmarks = model.config.num_landmarks
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)[-1][:, : self.num_landmarks]
+
+
+class HeatmapRunner:
+    """onnxruntime session of a stacked-hourglass model's last-stack landmark heatmaps.
+
+    ``runner(batch)``: ``B x 3 x S x S`` float32 RGB in [0, 1] (``S = model.config.input_size``) ->
+    ``B x K x S/4 x S/4`` float32 heatmaps, ``K = model.config.num_landmarks``.
+    """
+
+    def __init__(self, model: nn.Module, threads: int | None = None) -> None:
+        size = model.config.input_size
+        example = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+        axes = {"input": {0: "batch"}, "heatmaps": {0: "batch"}}
+        self.runner = OnnxRunner.from_module(_LastStack(model), example, ["heatmaps"], axes, threads)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.runner(batch)[0]
+
+    def __repr__(self) -> str:
+        return f"HeatmapRunner(threads={self.runner.threads})"
