@@ -25,6 +25,7 @@ import io
 import os
 import warnings
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,8 +35,12 @@ __all__ = [
     "BACKENDS",
     "MAX_DEFAULT_THREADS",
     "HeatmapRunner",
+    "LastStack",
     "OnnxRunner",
     "default_threads",
+    "export_bytes",
+    "make_session",
+    "onnxruntime_available",
     "resolve_backend",
     "resolve_threads",
 ]
@@ -51,8 +56,9 @@ def onnxruntime_available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """``"auto"`` -> ``"onnxruntime"`` on a CPU device when installed, else ``"torch"``; others are checked.
+def resolve_backend(backend: str, device: torch.device, exportable: bool = True) -> str:
+    """``"auto"`` -> ``"onnxruntime"`` for an ``exportable`` network (one of awing's) on a CPU device when
+    onnxruntime is installed, else ``"torch"``; the other names are checked.
 
     Raises ``ValueError`` for an unknown name, for ``"onnxruntime"`` with a CUDA device (this runner is CPU only)
     and ``ImportError`` when onnxruntime is requested but not installed.
@@ -60,7 +66,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        return "onnxruntime" if device.type == "cpu" and onnxruntime_available() else "torch"
+        return "onnxruntime" if exportable and device.type == "cpu" and onnxruntime_available() else "torch"
     if backend == "onnxruntime":
         if device.type != "cpu":
             raise ValueError(f"backend 'onnxruntime' runs on the CPU only; got device {device} (use backend='torch')")
@@ -122,39 +128,56 @@ def export_bytes(
     return buffer.getvalue()
 
 
+def make_session(model_bytes: bytes, threads: int | None = None, profile_prefix: str | None = None) -> Any:
+    """An onnxruntime CPU ``InferenceSession``: ``threads`` intra-op threads (``None``: :func:`default_threads`)
+    that do not spin, one inter-op thread, all graph optimisations; onnxruntime's profiler on when
+    ``profile_prefix`` is given (its JSON file starts with that path)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = resolve_threads(threads)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options.log_severity_level = 3  # errors only
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+
 class OnnxRunner:
-    """One onnxruntime CPU session: ``runner(batch) -> [outputs]`` (float32 numpy in and out).
+    """A network run by onnxruntime: ``runner(batch) -> [outputs]`` (float32 numpy in and out).
+
+    The network is exported (:func:`export_bytes`, input named ``"input"``) and its session built
+    (:func:`make_session`) on the first call, once; so an unused runner costs nothing.
 
     Args:
-        model_bytes: a serialised ONNX model with one input named ``"input"``.
-        threads: intra-op threads (``None``: :func:`default_threads`); no spinning, one inter-op thread.
+        module: the network (copied at export time: later changes to it are not seen after the first call).
+        example: an input of the right rank and channels; ``dynamic_axes`` names the axes that may vary.
+        output_names: names of the network's outputs, in order.
+        threads: intra-op threads (``None``: :func:`default_threads`).
     """
 
-    def __init__(self, model_bytes: bytes, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
-        self.threads = resolve_threads(threads)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        options.log_severity_level = 3  # errors only
-        self.session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-
-    @classmethod
-    def from_module(
-        cls,
+    def __init__(
+        self,
         module: nn.Module,
         example: Tensor,
         output_names: Sequence[str],
         dynamic_axes: Mapping[str, Mapping[int, str]],
         threads: int | None = None,
-    ) -> OnnxRunner:
-        """Export ``module`` (:func:`export_bytes`) and build its session."""
-        return cls(export_bytes(module, example, output_names, dynamic_axes), threads)
+    ) -> None:
+        self.threads = resolve_threads(threads)
+        self._export = (module, example, list(output_names), dynamic_axes)
+        self._session: Any = None
+
+    @property
+    def session(self) -> Any:
+        if self._session is None:
+            self._session = make_session(export_bytes(*self._export), self.threads)
+        return self._session
 
     def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
         """``batch`` (any float array of the input's shape; made float32 and contiguous) -> the outputs."""
@@ -162,10 +185,10 @@ class OnnxRunner:
         return self.session.run(None, {"input": batch})
 
     def __repr__(self) -> str:
-        return f"OnnxRunner(threads={self.threads})"
+        return f"OnnxRunner(threads={self.threads}, built={self._session is not None})"
 
 
-class _LastStack(nn.Module):
+class LastStack(nn.Module):
     """``model(x)[-1][:, :num_landmarks]``: the last stack's landmark heatmaps (boundary channel dropped)."""
 
     def __init__(self, model: nn.Module) -> None:
@@ -181,17 +204,17 @@ class HeatmapRunner:
     """onnxruntime session of a stacked-hourglass model's last-stack landmark heatmaps.
 
     ``runner(batch)``: ``B x 3 x S x S`` float32 RGB in [0, 1] (``S = model.config.input_size``) ->
-    ``B x K x S/4 x S/4`` float32 heatmaps, ``K = model.config.num_landmarks``.
+    ``B x K x S/4 x S/4`` float32 heatmaps, ``K = model.config.num_landmarks``. Built on the first call.
     """
 
     def __init__(self, model: nn.Module, threads: int | None = None) -> None:
         size = model.config.input_size
         example = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
         axes = {"input": {0: "batch"}, "heatmaps": {0: "batch"}}
-        self.runner = OnnxRunner.from_module(_LastStack(model), example, ["heatmaps"], axes, threads)
+        self.runner = OnnxRunner(LastStack(model), example, ["heatmaps"], axes, threads)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.runner(batch)[0]
 
     def __repr__(self) -> str:
-        return f"HeatmapRunner(threads={self.runner.threads})"
+        return f"HeatmapRunner({self.runner!r})"

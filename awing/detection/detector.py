@@ -122,7 +122,7 @@ class FaceDetector:
             axes = {"input": {0: "batch", 2: "height", 3: "width"}}
             axes |= {name: {0: "batch", 1: "anchors"} for name in ("logits", "boxes", "landmarks")}
             example = torch.zeros(1, 3, 2 * SIZE_DIVISOR, 3 * SIZE_DIVISOR)
-            self._runner = OnnxRunner.from_module(network, example, ["logits", "boxes", "landmarks"], axes, threads)
+            self._runner = OnnxRunner(network, example, ["logits", "boxes", "landmarks"], axes, threads)
         self._anchors: dict[tuple[int, int], Tensor] = {}
 
     @classmethod
