@@ -348,9 +348,9 @@ class FaceAligner:
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         batch_size: images per batch in :meth:`predict_files` (all their faces go through the network together).
         flip_test: average with the mirrored crop's heatmaps.
-        backend: ``"auto"`` (onnxruntime for a :class:`~awing.models.StackedHourglass` on the CPU when installed,
-            else torch), ``"torch"`` or ``"onnxruntime"`` (:mod:`awing.runtime`: the network exported to one
-            onnxruntime session at the first prediction).
+        backend: ``"auto"`` (onnxruntime for a :class:`~awing.models.StackedHourglass`, not a subclass, on the
+            CPU when installed, else torch), ``"torch"`` or ``"onnxruntime"`` (:mod:`awing.runtime`: the network
+            exported to one onnxruntime session at the first prediction).
         threads: CPU threads of the onnxruntime session (``None``: :func:`awing.runtime.default_threads`); with
             the torch backend, when given, ``torch.set_num_threads(threads)`` (process-wide).
 
@@ -403,7 +403,7 @@ class FaceAligner:
         self.codec = self.settings.make_codec(self.config)
         self.device = resolve_device(device)
         self.model = copy.deepcopy(model).eval().to(self.device, memory_format=torch.channels_last)
-        self.backend = resolve_backend(backend, self.device, exportable=isinstance(model, StackedHourglass))
+        self.backend = resolve_backend(backend, self.device, exportable=type(model) is StackedHourglass)
         self._runner = HeatmapRunner(self.model, threads) if self.backend == "onnxruntime" else None
         if self._runner is None and threads is not None:
             torch.set_num_threads(threads)

@@ -57,8 +57,9 @@ def onnxruntime_available() -> bool:
 
 
 def resolve_backend(backend: str, device: torch.device, exportable: bool = True) -> str:
-    """``"auto"`` -> ``"onnxruntime"`` for an ``exportable`` network (one of awing's) on a CPU device when
-    onnxruntime is installed, else ``"torch"``; the other names are checked.
+    """``"auto"`` -> ``"onnxruntime"`` for an ``exportable`` network on a CPU device when onnxruntime is installed,
+    else ``"torch"``; the other names are checked. Exportable: awing's own network classes (a subclass's forward,
+    e.g. a test stub, may hold Python logic that an ONNX trace would freeze).
 
     Raises ``ValueError`` for an unknown name, for ``"onnxruntime"`` with a CUDA device (this runner is CPU only)
     and ``ImportError`` when onnxruntime is requested but not installed.

@@ -16,14 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
 from bench_models import conv_gflops
+from profile_inference import timed
 
 from awing.models import PRESETS, ModelConfig, StackedHourglass
 from awing.runtime import HeatmapRunner
@@ -37,16 +35,6 @@ CANDIDATES: dict[str, ModelConfig] = {
     "1s-64f-96px": ModelConfig(num_stacks=1, num_landmarks=68, features=64, depth=3, input_size=96),
     "2s-64f-96px": ModelConfig(num_stacks=2, num_landmarks=68, features=64, depth=3, input_size=96),
 }
-
-
-def median_ms(fn: Callable[[], object], calls: int) -> float:
-    fn()
-    times = []
-    for _ in range(calls):
-        tic = time.perf_counter()
-        fn()
-        times.append(1000 * (time.perf_counter() - tic))
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,11 +58,11 @@ def main(argv: list[str] | None = None) -> int:
             size = cfg.input_size
             for batch in (1, 8):
                 x = np.random.default_rng(0).random((batch, 3, size, size), dtype=np.float32)
-                ms = median_ms(lambda x=x, runner=runner: runner(x), args.calls) / batch
+                ms = timed(lambda x=x, runner=runner: runner(x), args.calls, warmup=1)[0] / batch
                 best[name, f"ort b{batch}"] = min(best.get((name, f"ort b{batch}"), np.inf), ms)
             xt = torch.rand(1, 3, size, size).contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():
-                ms = median_ms(lambda xt=xt, eager=eager: eager(xt), args.calls)
+                ms = timed(lambda xt=xt, eager=eager: eager(xt), args.calls, warmup=1)[0]
             best[name, "torch b1"] = min(best.get((name, "torch b1"), np.inf), ms)
     base = next(iter(nets))
     rows = []

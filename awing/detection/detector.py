@@ -81,8 +81,9 @@ class FaceDetector:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when present).
         pre_nms_top_k: best boxes per image entering NMS.
         max_detections: boxes kept per image after NMS.
-        backend: ``"auto"``, ``"torch"`` or ``"onnxruntime"`` (:func:`awing.runtime.resolve_backend`; the
-            onnxruntime session takes any batch and image size).
+        backend: ``"auto"`` (onnxruntime for a :class:`FaceDetectorNet` itself, not a subclass, on the CPU when
+            installed), ``"torch"`` or ``"onnxruntime"`` (:mod:`awing.runtime`; the session, built at the first
+            detection, takes any batch and image size).
         threads: CPU threads of the onnxruntime session (``None``: :func:`awing.runtime.default_threads`).
 
     >>> detector = FaceDetector(FaceDetectorNet())
@@ -116,7 +117,7 @@ class FaceDetector:
         self.config: DetectorModelConfig = model.config
         network = fuse_batchnorm(copy.deepcopy(model).eval())
         self.model = network.to(self.device, memory_format=torch.channels_last)
-        self.backend = resolve_backend(backend, self.device)
+        self.backend = resolve_backend(backend, self.device, exportable=type(model) is FaceDetectorNet)
         self._runner = None
         if self.backend == "onnxruntime":
             axes = {"input": {0: "batch", 2: "height", 3: "width"}}
