@@ -64,7 +64,7 @@ from awing.imread import as_rgb_image, list_images, load_image
 from awing.landmarks import get_scheme
 from awing.models.hourglass import ModelConfig, StackedHourglass
 from awing.models.weights import default_scheme, model_from_state_dict, read_metadata, read_weights
-from awing.runtime import HeatmapRunner, resolve_backend
+from awing.runtime import HeatmapRunner, resolve_backend, torch_threads
 
 __all__ = [
     "ASSETS_DIR",
@@ -520,6 +520,10 @@ class FaceAligner:
         return out
 
     def _predict_arrays(self, images: list[np.ndarray], boxes: list[np.ndarray | None]) -> list[list[Face]]:
+        with torch_threads(1 if self._runner is not None else None):  # onnxruntime: torch glue on one thread
+            return self._faces(images, boxes)
+
+    def _faces(self, images: list[np.ndarray], boxes: list[np.ndarray | None]) -> list[list[Face]]:
         found = self._boxes(images, boxes)
         size = self.config.input_size
         adapter = self.box_adapter

@@ -12,9 +12,10 @@ minutes on 2 cores). Markdown tables go to stdout, progress to stderr.
   times, grouped by the module path in the exported node names. ``total`` is the plain call, timed without hooks
   or profiler.
 - **Steps** on the one-face 640 x 480 JPEG of ``scripts/bench_predict.py``: JPEG read + decode (``load_image``),
-  detector input (resize + pad + float NCHW, ``FaceDetector._prepare``), detector output decoding + NMS (``detect``
-  minus its network), crop matrix + warp, normalise (stack, HWC -> CHW, / 255), heatmap decode (DARK) + inverse
-  matrix, and JSON (``to_dict`` + ``json.dumps``).
+  detector input (resize + pad + float NCHW, ``FaceDetector._prepare``), detector output (``_postprocess``: scores,
+  top-k, box decoding, NMS, back to image pixels), crop matrix + warp, normalise (stack, HWC -> CHW, / 255), heatmap
+  decode (DARK) + inverse matrix, and JSON (``to_dict`` + ``json.dumps``); with torch on 1 thread (what the
+  onnxruntime backend uses for this glue, :func:`awing.runtime.torch_threads`) and on ``--threads``.
 - Timing: median (and minimum) of ``--repeats`` calls after warm-up. The machine may be shared: read ratios.
 """
 
@@ -41,7 +42,7 @@ from awing.detection.detector import load_detector
 from awing.detection.network import fuse_batchnorm
 from awing.geometry import box_to_crop_matrix, invert, transform_points, warp_image
 from awing.models import build_model, load_weights
-from awing.runtime import LastStack, export_bytes, make_session
+from awing.runtime import LastStack, export_bytes, make_session, torch_threads
 
 
 def timed(fn: Callable[[], object], repeats: int, warmup: int = 3) -> tuple[float, float]:
@@ -87,7 +88,7 @@ def torch_parts(model: nn.Module, x: torch.Tensor, repeats: int) -> dict[str, fl
 
 
 def ort_parts(model_bytes: bytes, x: np.ndarray, threads: int, repeats: int) -> dict[str, float]:
-    """Median ms per call of each top-level module path, from onnxruntime's profiler (kernel times summed)."""
+    """Mean ms per call of each top-level module path, from onnxruntime's profiler (kernel times summed)."""
     with tempfile.TemporaryDirectory() as tmp:
         session = make_session(model_bytes, threads, profile_prefix=str(Path(tmp) / "ort"))
         for _ in range(3):
@@ -132,7 +133,7 @@ def network_rows(name: str, model: nn.Module, shape: tuple[int, ...], threads: i
             total_torch = timed(lambda xc=xc: torch_model(xc), repeats)
         total_ort = timed(lambda x=x: session.run(None, {"input": x.numpy()}), repeats)
         for backend, total, parts in (
-            ("torch", total_torch, torch_parts(torch_model, xc, repeats)),
+            ("torch", total_torch, torch_parts(getattr(torch_model, "model", torch_model), xc, repeats)),
             ("onnxruntime", total_ort, ort_parts(bytes_, x.numpy(), threads, repeats)),
         ):
             rows.append({"network": name, "backend": backend, "batch": batch, "part": "total", "ms": total[0],
@@ -155,9 +156,11 @@ def step_rows(detector: FaceDetector, landmark: nn.Module, repeats: int) -> list
         steps: dict[str, Callable[[], object]] = {"read + decode JPEG (load_image)": lambda: load_image(path)}
         batch, scales = detector._prepare([image])
         steps["detector input: resize + pad + float NCHW"] = lambda: detector._prepare([image])
-        detect = timed(lambda: detector.detect(image), repeats)
         with torch.inference_mode():
-            network = timed(lambda: detector.model(batch), repeats)
+            outputs = detector.model(batch)
+        steps["detector output: scores, top-k, decode, NMS, map back"] = lambda: detector._postprocess(
+            *outputs, batch.shape[-2:], scales
+        )
         box = photo["boxes"][0]
         size = landmark.config.input_size
         matrix = box_to_crop_matrix(box, size, 1.25)
@@ -180,11 +183,11 @@ def step_rows(detector: FaceDetector, landmark: nn.Module, repeats: int) -> list
         record = {"image": str(path), "width": 640, "height": 480, "faces": [face.to_dict()]}
         steps["JSON (to_dict + dumps)"] = lambda: json.dumps({**record, "faces": [face.to_dict()]})
         rows = []
-        for step, fn in steps.items():
-            median, minimum = timed(fn, repeats)
-            rows.append({"step": step, "ms": median, "min_ms": minimum})
-        rows.append({"step": "detector decoding + NMS (detect - network, torch)", "ms": detect[0] - network[0],
-                     "min_ms": detect[1] - network[1]})  # fmt: skip
+        for threads in sorted({1, torch.get_num_threads()}):
+            with torch_threads(threads), torch.inference_mode():
+                for step, fn in steps.items():
+                    median, minimum = timed(fn, repeats)
+                    rows.append({"step": step, "torch_threads": threads, "ms": median, "min_ms": minimum})
     return rows
 
 
@@ -227,9 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         timing = f"{r['ms']:.2f}" + (f" ({r['min_ms']:.2f})" if "min_ms" in r else "")
         share = f"{100 * r['share']:.0f} %" if "share" in r else ""
         print(f"| {r['network']} | {r['backend']} | {r['batch']} | {r['part']} | {timing} | {share} |")
-    print("\n| step (one-face 640 x 480 JPEG) | ms (min) |\n|---|---|")
+    print("\n| step (one-face 640 x 480 JPEG) | torch threads | ms (min) |\n|---|---|---|")
     for r in steps:
-        print(f"| {r['step']} | {r['ms']:.2f} ({r['min_ms']:.2f}) |")
+        print(f"| {r['step']} | {r['torch_threads']} | {r['ms']:.2f} ({r['min_ms']:.2f}) |")
     if args.json:
         args.json.write_text(json.dumps({"threads": args.threads, "notes": notes, "networks": rows, "steps": steps},
                                         indent=2))  # fmt: skip

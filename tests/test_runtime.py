@@ -66,6 +66,16 @@ class TestResolve:
             with pytest.raises(ValueError, match="threads must be a positive int or None"):
                 resolve_threads(bad)
 
+    def test_torch_threads_are_restored(self):
+        before = torch.get_num_threads()
+        with pytest.raises(RuntimeError, match="inside"):
+            with runtime.torch_threads(1):
+                assert torch.get_num_threads() == 1
+                raise RuntimeError("inside")
+        assert torch.get_num_threads() == before
+        with runtime.torch_threads(None):
+            assert torch.get_num_threads() == before
+
 
 @needs_ort
 class TestOnnxRunner:

@@ -33,7 +33,7 @@ from awing.detection.config import DetectorModelConfig, InferenceConfig
 from awing.detection.network import FaceDetectorNet, fuse_batchnorm
 from awing.detection.nms import batched_nms
 from awing.models.weights import load_state_dict_strict, read_safetensors
-from awing.runtime import OnnxRunner, resolve_backend
+from awing.runtime import OnnxRunner, resolve_backend, torch_threads
 
 __all__ = ["DETECTOR_FORMAT", "PAD_VALUE", "FaceDetector", "load_detector", "save_detector"]
 
@@ -177,8 +177,8 @@ class FaceDetector:
         images = check_images(images)
         if len(images) == 0:
             return []
-        batch, scales = self._prepare(images)
-        with torch.inference_mode():
+        with torch.inference_mode(), torch_threads(None if self._runner is None else 1):  # see awing.runtime
+            batch, scales = self._prepare(images)
             if self._runner is None:
                 logits, box_deltas, landmark_deltas = self.model(batch)
             else:
