@@ -212,12 +212,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--steps-only", action="store_true", help="skip the network tables")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     landmark, detector_net, notes = load_networks()
-    rows = network_rows("landmarks", LastStack(landmark), (1, 3, 128, 128), args.threads, args.repeats)
-    rows += network_rows("detector", detector_net, (1, 3, 480, 640), args.threads, args.repeats)
+    rows = []
+    if not args.steps_only:
+        rows += network_rows("landmarks", LastStack(landmark), (1, 3, 128, 128), args.threads, args.repeats)
+        rows += network_rows("detector", detector_net, (1, 3, 480, 640), args.threads, args.repeats)
     detector = FaceDetector(detector_net, backend="torch")
     steps = step_rows(detector, landmark, args.repeats)
     import os
