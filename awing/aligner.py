@@ -63,9 +63,10 @@ from awing.geometry import BoxAdapter, _finite, box_to_crop_matrix, warp_image
 from awing.imread import as_rgb_image, list_images
 from awing.inference import InferenceSettings, predict_crops, resolve_device
 from awing.landmarks import get_scheme
-from awing.models.hourglass import ModelConfig
+from awing.models.hourglass import ModelConfig, StackedHourglass
 from awing.models.weights import default_scheme, model_from_state_dict, read_metadata, read_weights
 from awing.pose import HeadPose, face_pose
+from awing.runtime import HeatmapRunner, resolve_backend, torch_threads
 
 __all__ = [
     "ASSETS_DIR",
@@ -235,6 +236,11 @@ class FaceAligner:
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         batch_size: images per batch in :meth:`predict_files` (all their faces go through the network together).
         flip_test: average with the mirrored crop's heatmaps.
+        backend: ``"auto"`` (onnxruntime for a :class:`~awing.models.StackedHourglass`, not a subclass, on the
+            CPU when installed, else torch), ``"torch"`` or ``"onnxruntime"`` (:mod:`awing.runtime`: the network
+            exported to one onnxruntime session at the first prediction).
+        threads: CPU threads of the onnxruntime session (``None``: :func:`awing.runtime.default_threads`); with
+            the torch backend, when given, ``torch.set_num_threads(threads)`` (process-wide).
 
     >>> from awing.models import StackedHourglass
     >>> model = StackedHourglass(num_stacks=1, num_landmarks=68, features=16, depth=1, input_size=32)
@@ -254,6 +260,8 @@ class FaceAligner:
         device: str | torch.device = "auto",
         batch_size: int = 8,
         flip_test: bool = False,
+        backend: str = "auto",
+        threads: int | None = None,
     ) -> None:
         if not isinstance(model, nn.Module) or not isinstance(getattr(model, "config", None), ModelConfig):
             raise TypeError(
@@ -283,6 +291,10 @@ class FaceAligner:
         self.codec = self.settings.make_codec(self.config)
         self.device = resolve_device(device)
         self.model = copy.deepcopy(model).eval().to(self.device, memory_format=torch.channels_last)
+        self.backend = resolve_backend(backend, self.device, exportable=type(model) is StackedHourglass)
+        self._runner = HeatmapRunner(self.model, threads) if self.backend == "onnxruntime" else None
+        if self._runner is None and threads is not None:
+            torch.set_num_threads(threads)
         self.detector = detector
         self.batch_size = batch_size
         self.flip_test = bool(flip_test)
@@ -295,6 +307,8 @@ class FaceAligner:
         *,
         detector: Any = BUNDLED,
         det_threshold: float | None = None,
+        backend: str = "auto",
+        threads: int | None = None,
         **kwargs: Any,
     ) -> FaceAligner:
         """Load landmark weights (``.safetensors`` with awing metadata, or ``.pth``) and a detector.
@@ -308,6 +322,7 @@ class FaceAligner:
                 (:func:`awing.detection.save_detector`), a detector object, or ``None`` (no detector).
             det_threshold: face-score threshold of awing's detector (bundled or a weights file) in [0, 1]; default
                 the one stored with its weights. Other detectors refuse it.
+            backend, threads: of the landmark network and of awing's detector (see :class:`FaceAligner`).
             kwargs: ``scheme``, ``settings`` (default: from the weights' metadata), ``batch_size``, ``flip_test``.
 
         Raises ``FileNotFoundError`` naming a missing file (a bundled one included) and ``ValueError`` for a file
@@ -327,13 +342,16 @@ class FaceAligner:
         elif isinstance(detector, (str, Path)):
             detector_path = _bundled(BUNDLED_DETECTOR, "detector") if detector == BUNDLED else Path(detector)
             overrides = {} if det_threshold is None else {"score_threshold": _finite(det_threshold, "det_threshold")}
-            detector = FaceDetector.from_weights(detector_path, device=device, **overrides)
-        return cls(model_from_state_dict(state_dict, info.config), detector, device=device, **kwargs)
+            detector = FaceDetector.from_weights(
+                detector_path, device=device, backend=backend, threads=threads, **overrides
+            )
+        model = model_from_state_dict(state_dict, info.config)
+        return cls(model, detector, device=device, backend=backend, threads=threads, **kwargs)
 
     def __repr__(self) -> str:
         return (
             f"FaceAligner(scheme={self.scheme.name}, input_size={self.config.input_size}, {self.settings}, "
-            f"detector={self.detector!r}, device={self.device}, batch_size={self.batch_size}, "
+            f"detector={self.detector!r}, device={self.device}, backend={self.backend}, batch_size={self.batch_size}, "
             f"flip_test={self.flip_test})"
         )
 
@@ -397,6 +415,10 @@ class FaceAligner:
         return out
 
     def _predict_arrays(self, images: list[np.ndarray], boxes: list[np.ndarray | None]) -> list[list[Face]]:
+        with torch_threads(1 if self._runner is not None else None):  # onnxruntime: torch glue on one thread
+            return self._faces(images, boxes)
+
+    def _faces(self, images: list[np.ndarray], boxes: list[np.ndarray | None]) -> list[list[Face]]:
         found = self._boxes(images, boxes)
         size = self.config.input_size
         adapter = self.box_adapter
@@ -436,7 +458,7 @@ class FaceAligner:
         for start in range(0, len(crops), MAX_FACES_PER_FORWARD):
             chunk = slice(start, start + MAX_FACES_PER_FORWARD)
             points, peaks = predict_crops(
-                self.model,
+                self._network,
                 torch.from_numpy(np.stack(crops[chunk])),
                 matrices[chunk],
                 self.codec,
@@ -448,6 +470,13 @@ class FaceAligner:
             landmarks.append(points)
             scores.append(peaks)
         return np.concatenate(landmarks), np.concatenate(scores)
+
+    def _network(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``B x 3 x S x S`` RGB in [0, 1] -> per-stack heatmaps, as the model returns them; through onnxruntime
+        only the last stack's ``B x K x S/4 x S/4`` landmark heatmaps (all that :func:`predict_crops` reads)."""
+        if self._runner is not None:
+            return [torch.from_numpy(self._runner(np.ascontiguousarray(x.numpy())))]
+        return self.model(x)
 
     # -- files and folders --------------------------------------------------------------------------------------
 

@@ -209,8 +209,10 @@ def _load_aligner(args: argparse.Namespace) -> Any:
             batch_size=args.batch_size,
             flip_test=args.flip_test,
             det_threshold=args.det_threshold,
+            backend=args.backend,
+            threads=args.threads,
         )
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, ImportError) as err:
         raise UsageError(str(err)) from None
 
 
@@ -344,6 +346,20 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default auto)")
     p.add_argument("--batch-size", type=_positive_int, default=8, metavar="N", help="images per batch (default 8)")
     p.add_argument("--flip-test", action="store_true", help="average with the mirrored face's prediction")
+    p.add_argument(
+        "--backend",
+        choices=("auto", "torch", "onnxruntime"),
+        default="auto",
+        help="network runtime: auto (onnxruntime on the CPU when installed, else torch), torch or onnxruntime "
+        "(default auto)",
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="CPU threads of the networks (default: the CPUs available, at most 4)",
+    )
     p.add_argument("--recursive", action="store_true", help="include sub-folders of folder inputs (and ** in globs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     v = p.add_argument_group(

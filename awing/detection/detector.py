@@ -33,6 +33,7 @@ from awing.detection.network import FaceDetectorNet, fuse_batchnorm
 from awing.detection.nms import batched_nms
 from awing.inference import resolve_device
 from awing.models.weights import load_state_dict_strict, read_safetensors
+from awing.runtime import OnnxRunner, resolve_backend, torch_threads
 from awing.version import __version__
 
 __all__ = ["DETECTOR_FORMAT", "PAD_VALUE", "FaceDetector", "load_detector", "save_detector"]
@@ -77,6 +78,10 @@ class FaceDetector:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when present).
         pre_nms_top_k: best boxes per image entering NMS.
         max_detections: boxes kept per image after NMS.
+        backend: ``"auto"`` (onnxruntime for a :class:`FaceDetectorNet` itself, not a subclass, on the CPU when
+            installed), ``"torch"`` or ``"onnxruntime"`` (:mod:`awing.runtime`; the session, built at the first
+            detection, takes any batch and image size).
+        threads: CPU threads of the onnxruntime session (``None``: :func:`awing.runtime.default_threads`).
 
     >>> detector = FaceDetector(FaceDetectorNet())
     >>> result = detector.detect(np.zeros((48, 64, 3), np.uint8))
@@ -94,6 +99,8 @@ class FaceDetector:
         pre_nms_top_k: int = 2000,
         max_detections: int = 750,
         nms_containment: float = 0.8,
+        backend: str = "auto",
+        threads: int | None = None,
     ) -> None:
         if not isinstance(model, FaceDetectorNet):
             raise TypeError(f"model must be a FaceDetectorNet, got {type(model).__name__}")
@@ -109,6 +116,13 @@ class FaceDetector:
         self.config: DetectorModelConfig = model.config
         network = fuse_batchnorm(copy.deepcopy(model).eval())
         self.model = network.to(self.device, memory_format=torch.channels_last)
+        self.backend = resolve_backend(backend, self.device, exportable=type(model) is FaceDetectorNet)
+        self._runner = None
+        if self.backend == "onnxruntime":
+            axes = {"input": {0: "batch", 2: "height", 3: "width"}}
+            axes |= {name: {0: "batch", 1: "anchors"} for name in ("logits", "boxes", "landmarks")}
+            example = torch.zeros(1, 3, 2 * SIZE_DIVISOR, 3 * SIZE_DIVISOR)
+            self._runner = OnnxRunner(network, example, ["logits", "boxes", "landmarks"], axes, threads)
         self._anchors: dict[tuple[int, int], Tensor] = {}
 
     @classmethod
@@ -143,7 +157,8 @@ class FaceDetector:
         for i, r in enumerate(resized):
             batch[i, : r.shape[0], : r.shape[1]] = r
         tensor = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float()
-        return tensor.contiguous(memory_format=torch.channels_last), np.asarray(scales, dtype=np.float64)
+        layout = torch.channels_last if self._runner is None else torch.contiguous_format  # onnxruntime: NCHW
+        return tensor.contiguous(memory_format=layout), np.asarray(scales, dtype=np.float64)
 
     def detect(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """Faces in one RGB uint8 ``H x W x 3`` image.
@@ -161,9 +176,12 @@ class FaceDetector:
         images = check_images(images)
         if len(images) == 0:
             return []
-        batch, scales = self._prepare(images)
-        with torch.inference_mode():
-            logits, box_deltas, landmark_deltas = self.model(batch)
+        with torch.inference_mode(), torch_threads(None if self._runner is None else 1):  # see awing.runtime
+            batch, scales = self._prepare(images)
+            if self._runner is None:
+                logits, box_deltas, landmark_deltas = self.model(batch)
+            else:
+                logits, box_deltas, landmark_deltas = map(torch.from_numpy, self._runner(batch.numpy()))
             return self._postprocess(logits, box_deltas, landmark_deltas, batch.shape[-2:], scales)
 
     def _postprocess(
@@ -195,7 +213,7 @@ class FaceDetector:
         return results
 
     def __repr__(self) -> str:
-        return f"FaceDetector({self.settings}, device={self.device})"
+        return f"FaceDetector({self.settings}, device={self.device}, backend={self.backend})"
 
 
 def save_detector(
