@@ -15,8 +15,8 @@ that square as its rectangle, with the factor of ``--factors`` (default 0.80 to 
 the lowest mean box NME on all 2,000 faces (the search is printed; 1.00 won, at 13.22 %).
 NME (``awing.metrics.nme``) is normalised by sqrt(w h) of the ground-truth points' tight box ("box") and by the
 outer eye corners 36/45 ("inter-ocular"), reported on all 2,000 faces, the 1,998-face list (``names_1998.txt``)
-and the |yaw| bins [0, 30), [30, 60), [60, 90] (``awing.data.aflw.YAW_BINS``; the 7 faces beyond 90 degrees go to the last bin); FR@10 % and AUC@10 % on
-all 2,000 faces. All values in percent.
+and the |yaw| bins [0, 30), [30, 60), [60, 90] (``awing.data.aflw.YAW_BINS``; the 7 faces beyond 90 degrees go to
+the last bin); FR@10 % and AUC@10 % on all 2,000 faces. All values in percent.
 
 Speed, CPU milliseconds per face at batch 1 (``torch.set_num_threads(--threads)``, median over the 2,000 faces after
 ``--warmup`` calls): awing = ``FaceAligner.predict`` with the box (crop warp, network, decode, head pose; image
