@@ -7,9 +7,9 @@ Run from the repository root::
     python scripts/bundle_models.py --landmarks runs/aflw68_cpu --detector runs/detector/best.safetensors \
         --adapter adapter.json
 
-Protocol. The faces are those the 68-point model was trained on: the ``train`` split of an AFLW-68 build
-(``awing.data.aflw68.AFLW68Dataset``, 120 x 120 AFLW crops with the teacher's 68 points); never AFLW2000-3D, a test
-set. The target box is the training box: the tight box of the 68 points. A crop is tight around the face, and a
+Protocol. The faces are those the 68-point model was trained on: the ``train`` split of ``--dataset`` (default
+``aflw68-3d``, 120 x 120 AFLW crops with the 3D-aware teacher's 68 points; ``aflw68`` for a dlib-labelled build);
+never AFLW2000-3D, a test set. The target box is the training box: the tight box of the 68 points. A crop is tight around the face, and a
 detector needs context around it, so each crop is placed at the centre of a canvas ``--canvas`` times its side
 (default 3: 360 x 360) whose border repeats the crop's edge pixels (``cv2.BORDER_REPLICATE``; ``--border grey``
 fills with mid-grey 128 instead). Replication continues the crop's own colours and brightness without adding
@@ -45,8 +45,7 @@ import numpy as np
 import torch
 
 from awing.calibration import best_match, crop_errors, file_sha256, fit_box_adapter
-from awing.data import read_image
-from awing.data.aflw68 import AFLW68Dataset
+from awing.data import LandmarkDataset, build_dataset, read_image
 from awing.detection import FaceDetector
 from awing.detection.haar import HaarFaceDetector
 
@@ -98,7 +97,7 @@ def build_detector(args: argparse.Namespace) -> tuple[FaceDetector | HaarFaceDet
 
 def detect_pairs(
     detector: FaceDetector | HaarFaceDetector,
-    dataset: AFLW68Dataset,
+    dataset: LandmarkDataset,
     indices: Sequence[int],
     *,
     factor: float,
@@ -128,7 +127,7 @@ def calibrate(args: argparse.Namespace) -> dict[str, Any]:
     """Run the protocol of the module docstring; returns the JSON-ready result."""
     detector, detector_file, settings = build_detector(args)
     checksum = file_sha256(detector_file)
-    dataset = AFLW68Dataset(args.aflw68, split="train")
+    dataset = build_dataset(args.dataset, args.root, split="train")
     indices = evenly_spaced(len(dataset), args.max_faces)
     det, target, any_face = detect_pairs(
         detector,
@@ -170,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--detector", type=Path, required=True, help="detector .safetensors (save_detector), or opencv (Haar cascade)"
     )
-    parser.add_argument("--aflw68", type=Path, default=Path("data/aflw68"), help="AFLW-68 build folder")
+    parser.add_argument("--dataset", default="aflw68-3d", help="68-point training set (default aflw68-3d)")
+    parser.add_argument("--root", type=Path, default=Path("../shared/data/aflw-21"), help="its root folder")
     parser.add_argument("--max-faces", type=int, default=None, help="evenly spaced subset of the train faces")
     parser.add_argument("--json", type=Path, default=None, help="write the result here (for bundle_models.py)")
     parser.add_argument("--canvas", type=float, default=3.0, help="canvas side / crop side (default 3)")
