@@ -10,8 +10,8 @@ Run from the repository root::
 Protocol. The faces are those the 68-point model was trained on: the ``train`` split of ``--dataset`` (default
 ``aflw68-3d``, 120 x 120 AFLW crops with the 3D-aware teacher's 68 points; ``aflw68`` for a dlib-labelled build);
 never AFLW2000-3D, a test set. The target box is the training box: the tight box of the 68 points. A crop is tight
-around the face, and a detector needs context around it, so each crop is placed at the centre of a canvas ``--canvas`` times its side
-(default 3: 360 x 360) whose border repeats the crop's edge pixels (``cv2.BORDER_REPLICATE``; ``--border grey``
+around the face, and a detector needs context around it, so each crop is placed at the centre of a canvas
+``--canvas`` times its side (default 3: 360 x 360) whose border repeats the crop's edge pixels (``cv2.BORDER_REPLICATE``; ``--border grey``
 fills with mid-grey 128 instead). Replication continues the crop's own colours and brightness without adding
 face-like structure (a reflected border would add mirrored faces); grey is a flat, neutral alternative. The
 detector then runs as ``FaceDetector`` does at inference (its stored ``input_max_side`` and thresholds unless
