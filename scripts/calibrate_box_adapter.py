@@ -8,17 +8,16 @@ Run from the repository root::
         --adapter adapter.json
 
 Protocol. The faces are those the 68-point model was trained on: the ``train`` split of ``--dataset`` (default
-``aflw68-3d``, 120 x 120 AFLW crops with the 3D-aware teacher's 68 points; ``aflw68`` for a dlib-labelled build);
-never AFLW2000-3D, a test set. The target box is the training box: the tight box of the 68 points. A crop is tight
-around the face, and a detector needs context around it, so each crop is placed at the centre of a canvas
-``--canvas`` times its side (default 3: 360 x 360) whose border repeats the crop's edge pixels (``cv2.BORDER_REPLICATE``; ``--border grey``
-fills with mid-grey 128 instead). Replication continues the crop's own colours and brightness without adding
-face-like structure (a reflected border would add mirrored faces); grey is a flat, neutral alternative. The
-detector then runs as ``FaceDetector`` does at inference (its stored ``input_max_side`` and thresholds unless
-overridden), its boxes are mapped back to the canvas, and the highest-scoring detection whose IoU with the target is
-at least ``--min-iou`` (0.3) is paired with it (:func:`awing.calibration.best_match`); faces without one are
-skipped. The adapter is the per-term median of :func:`awing.calibration.adapter_terms` over the pairs
-(:func:`awing.calibration.fit_box_adapter`).
+``aflw68-3d``, 120 x 120 AFLW crops with the 3D-aware teacher's 68 points; ``aflw68`` for a dlib-labelled build); never
+AFLW2000-3D, a test set. The target box is the training box: the tight box of the 68 points. A crop is tight around the
+face, and a detector needs context around it, so each crop is placed at the centre of a canvas ``--canvas`` times its
+side (default 3: 360 x 360) whose border repeats the crop's edge pixels (``cv2.BORDER_REPLICATE``; ``--border grey``
+fills with mid-grey 128 instead). Replication continues the crop's own colours and brightness without adding face-like
+structure (a reflected border would add mirrored faces); grey is a flat, neutral alternative. The detector then runs as
+``FaceDetector`` does at inference (its stored ``input_max_side`` and thresholds unless overridden), its boxes are
+mapped back to the canvas, and the highest-scoring detection whose IoU with the target is at least ``--min-iou`` (0.3)
+is paired with it (:func:`awing.calibration.best_match`); faces without one are skipped. The adapter is the per-term
+median of :func:`awing.calibration.adapter_terms` over the pairs (:func:`awing.calibration.fit_box_adapter`).
 
 Printed and written to ``--json``: the adapter, each term's quartiles and IQR, the detection rate (faces with a
 matched detection / faces tried), the rate of faces with any detection, and how far the crops of the raw and of
