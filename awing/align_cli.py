@@ -17,6 +17,8 @@ import os
 import sys
 from pathlib import Path
 
+from awing.predict_cli import int_in_range
+
 __all__ = ["add_align_parser", "run_align"]
 
 
@@ -72,16 +74,6 @@ def run_align(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not 8 <= value <= 4096:
-        raise argparse.ArgumentTypeError(f"expected a size in 8..4096, got {value}")
-    return value
-
-
 def add_align_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``awing align``; its ``run`` returns the exit code."""
     from awing.face_crops import TEMPLATES
@@ -95,7 +87,7 @@ def add_align_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     )
     p.add_argument("inputs", nargs="+", metavar="IMG|DIR|GLOB", help="image files, folders or glob patterns")
     p.add_argument("--out", type=Path, required=True, help="output folder: <name>_<i>.png per face")
-    p.add_argument("--size", type=_size, default=112, help="crop side in pixels (default 112)")
+    p.add_argument("--size", type=int_in_range(8, 4096), default=112, help="crop side in pixels (default 112)")
     p.add_argument(
         "--template", choices=sorted(TEMPLATES), default="arcface", help="5-point template (default arcface)"
     )

@@ -286,14 +286,23 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def int_in_range(low: int, high: int | None = None):
+    """An argparse ``type`` for an integer in ``[low, high]`` (no upper bound when ``high`` is None)."""
+    wanted = f"an integer >= {low}" if high is None else f"an integer in {low}..{high}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = int_in_range(1)
 
 
 def _probability(text: str) -> float:

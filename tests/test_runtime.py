@@ -169,7 +169,7 @@ class TestPredictCommand:
     def test_threads_must_be_positive(self, capsys):
         with pytest.raises(SystemExit) as exit_info:
             main(["predict", "x.jpg", "--threads", "0"])
-        assert exit_info.value.code == 2 and "expected a positive integer, got 0" in capsys.readouterr().err
+        assert exit_info.value.code == 2 and "expected an integer >= 1, got 0" in capsys.readouterr().err
 
     @needs_ort
     def test_backends_give_the_same_landmarks(self, tmp_path, capsys, data_dir):
