@@ -15,10 +15,12 @@ the original validation images (resized to ``inference.input_max_side``) with de
 :class:`~awing.engine.checkpoint.CheckpointManager` keeps the lowest metric, so it is given ``-AP``
 (``best_metric`` in the checkpoints is ``-AP``; :attr:`DetectorTrainResult.best_ap` is the AP).
 
-Reproducibility, as the landmark loop: the shuffle order of epoch ``e`` comes from a generator seeded with
-``seed + e``, augmentation from ``(seed, e, index)`` (:class:`~awing.detection.data.DetectionDataset`), and the
+Reproducibility, as the landmark loop: the shuffle order of epoch ``e`` is a function of ``(seed, e)`` only
+(:class:`~awing.data.training.EpochSampler`), augmentation from
+``(seed, e, index)`` (:class:`~awing.detection.data.DetectionDataset`), and the
 checkpoint written after every epoch holds the model, optimiser, scheduler, ALWA and global RNG states. Resuming
-from it continues exactly: on CPU with ``data.num_workers=0`` the weights equal an uninterrupted run's bit for bit.
+from it continues exactly: on CPU the weights equal an uninterrupted run's bit for bit, with or without workers.
+``metrics.jsonl`` and the run-folder lock as in :mod:`awing.engine.train`.
 
 Files in the run folder (``run.run_dir``): ``config.yaml`` (the resolved config), ``metrics.jsonl``, ``last.pt``
 and ``best.pt`` (atomic writes), ``best.safetensors`` (the best epoch's network, :func:`save_detector` with the
@@ -52,6 +54,7 @@ from awing.detection.network import FaceDetectorNet
 from awing.engine.checkpoint import CheckpointManager
 from awing.engine.evaluate import resolve_device
 from awing.engine.loggers import build_logger
+from awing.engine.run_folder import prepare_metrics, run_lock
 from awing.engine.seeding import rng_state, seed_everything
 from awing.engine.train import lr_factor, restore_training_state
 from awing.models import load_state_dict_strict
@@ -78,17 +81,15 @@ def build_detector_optimizer(model: nn.Module, cfg: DetectorOptimConfig) -> torc
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def _train_loader(
-    data: DetectionDataset, cfg: DetectorConfig, device: torch.device
-) -> tuple[DataLoader, torch.Generator]:
-    loader, generator = training_loader(
-        data, cfg.data.batch_size, cfg.data.num_workers, device, collate_fn=collate_detection
+def _train_loader(data: DetectionDataset, cfg: DetectorConfig, device: torch.device) -> tuple[DataLoader, Any]:
+    loader, sampler = training_loader(
+        data, cfg.data.batch_size, cfg.data.num_workers, device, seed=cfg.run.seed, collate_fn=collate_detection
     )
     if len(loader) == 0:
         raise ConfigError(
             f"the training split has {len(data)} images, fewer than one batch of data.batch_size={cfg.data.batch_size}"
         )
-    return loader, generator
+    return loader, sampler
 
 
 def _export(model: FaceDetectorNet, path: Path, inference: InferenceConfig) -> None:
@@ -114,8 +115,14 @@ def train_detector(cfg: DetectorConfig, *, progress: bool | None = None) -> Dete
 
     Raises:
         ConfigError: inconsistent settings, a run folder that already holds a checkpoint without ``run.resume``,
-            or a checkpoint of another network.
+            or a checkpoint of another network, or a run folder that another training is writing
+            (:func:`~awing.engine.run_folder.run_lock`).
     """
+    with run_lock(cfg.run.run_dir):
+        return _train_detector(cfg, progress)
+
+
+def _train_detector(cfg: DetectorConfig, progress: bool | None) -> DetectorTrainResult:
     seed_everything(cfg.run.seed, cfg.run.deterministic)
     device = resolve_device(cfg.run.device)
     run_dir = Path(cfg.run.run_dir)
@@ -130,7 +137,7 @@ def train_detector(cfg: DetectorConfig, *, progress: bool | None = None) -> Dete
         load_state_dict_strict(model, load_detector(cfg.run.init_weights)[0].state_dict())
     train_set = open_detection_split(cfg, cfg.data.train_split, train=True)
     val_set = open_detection_split(cfg, cfg.data.val_split) if cfg.data.val_split else None
-    loader, generator = _train_loader(train_set, cfg, device)
+    loader, sampler = _train_loader(train_set, cfg, device)
     steps_per_epoch = len(loader)
     criterion = DetectionLoss(cfg.loss, cfg.model.variances)
     alwa = build_alwa(cfg.loss)
@@ -153,6 +160,7 @@ def train_detector(cfg: DetectorConfig, *, progress: bool | None = None) -> Dete
                 raise ConfigError(f"loss.alwa.enabled=true but checkpoint {cfg.run.resume} has no ALWA state")
             alwa.load_state_dict(state["alwa"])
     save_config(cfg, run_dir / "config.yaml")
+    prepare_metrics(run_dir / "metrics.jsonl", None if cfg.run.resume is None else step)
     logger = build_logger(cfg.logging, run_dir, name=cfg.run.name, config=config_to_dict(cfg))
     logger.log_config(config_to_dict(cfg))
     result = DetectorTrainResult(run_dir, epoch, step, -checkpoints.best_metric)
@@ -160,7 +168,7 @@ def train_detector(cfg: DetectorConfig, *, progress: bool | None = None) -> Dete
     try:
         while epoch < cfg.schedule.epochs:
             train_set.set_epoch(epoch)
-            generator.manual_seed(cfg.run.seed + epoch)
+            sampler.set_epoch(epoch)
             model.train()
             started = time.perf_counter()
             sums = {k: torch.zeros((), device=device) for k in ("loss", "cls", "box", "landmarks")}

@@ -32,8 +32,8 @@ def guarded(command: str, run: Callable[[argparse.Namespace], int]) -> Callable[
         except (ConfigError, FileNotFoundError) as err:
             print(f"awing {command}: error: {err}", file=sys.stderr)
             return 2
-        except KeyboardInterrupt:
-            print(f"awing {command}: interrupted", file=sys.stderr)
+        except KeyboardInterrupt as err:
+            print(f"awing {command}: interrupted" + (f"; {err}" if str(err) else ""), file=sys.stderr)
             return 130
         except (ArithmeticError, ImportError, OSError, RuntimeError, ValueError) as err:
             print(f"awing {command}: error: {err}", file=sys.stderr)

@@ -12,11 +12,17 @@ Wing / MSE / L1 for ablations), ``M`` the thresholded 3x3 dilation of the target
 ``B x (K+1) x 1 x 1``: each landmark's point weight (0 for points that are invisible or outside the crop) and
 ``loss.boundary_weight`` for the boundary channel. A model without the boundary channel drops it from the target.
 
-Reproducibility: the shuffle order of epoch ``e`` comes from a generator seeded with ``seed + e`` (the
-DistributedSampler does the same), and augmentation from ``(seed, e, index)`` (awing.data.training), so an epoch
-does not depend on what ran before it; the checkpoint written at the end of every epoch also holds the global RNG
-states, the optimiser, scheduler, gradient scaler and EMA. Resuming from it continues exactly: on CPU with
-``run.deterministic=true`` and ``data.num_workers=0`` the weights equal an uninterrupted run's bit for bit.
+Reproducibility: the shuffle order of epoch ``e`` is a function of ``(seed, e)`` only
+(:class:`~awing.data.training.EpochSampler`; the DistributedSampler's of ``seed + e``), and augmentation comes from
+``(seed, e, index)`` (awing.data.training), so an epoch does not depend on what ran before it, nor on DataLoader
+workers; the checkpoint written at the end of every epoch also holds the global RNG states, the optimiser,
+scheduler, gradient scaler and EMA. A Ctrl-C mid-epoch writes ``last.pt`` after the current step
+(``epoch_step`` batches into the epoch; not under torchrun). Resuming from either continues exactly: on CPU with
+``run.deterministic=true`` the weights equal an uninterrupted run's bit for bit, with or without workers.
+
+One training writes a run folder at a time (:func:`~awing.engine.run_folder.run_lock`); ``metrics.jsonl`` starts
+empty for a fresh run and is cut back to the checkpoint's step on resume
+(:func:`~awing.engine.run_folder.prepare_metrics`).
 
 Files in the run folder (``run.run_dir``): ``config.yaml`` (the resolved config), ``metrics.jsonl``, ``last.pt``
 and ``best.pt`` (lowest validation NME; atomic writes, ``awing.engine.checkpoint``), ``best.safetensors`` (release
@@ -53,6 +59,7 @@ from awing.data.training import model_input, training_loader
 from awing.engine.checkpoint import CheckpointManager
 from awing.engine.evaluate import default_norm, evaluate_model, open_dataset, resolve_device
 from awing.engine.loggers import build_logger
+from awing.engine.run_folder import StopRequest, prepare_metrics, run_lock
 from awing.engine.seeding import rng_state, seed_everything, set_rng_state
 from awing.landmarks import get_scheme
 from awing.losses import AdaptiveWingLoss, get_loss, loss_weight_map
@@ -314,19 +321,21 @@ def _export(model: StackedHourglass, path: Path, scheme: str) -> None:
 
 def _train_loader(
     data: LandmarkTrainingSet, cfg: TrainConfig, ctx: DistributedContext, device: torch.device
-) -> tuple[DataLoader, torch.Generator, DistributedSampler | None]:
+) -> tuple[DataLoader, Any]:
     sampler = None
     if ctx.enabled:
         sampler = DistributedSampler(
             data, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg.run.seed, drop_last=True
         )
-    loader, generator = training_loader(data, cfg.data.batch_size, cfg.data.num_workers, device, sampler=sampler)
+    loader, sampler = training_loader(
+        data, cfg.data.batch_size, cfg.data.num_workers, device, seed=cfg.run.seed, sampler=sampler
+    )
     if len(loader) == 0:
         raise ConfigError(
             f"the training split has {len(data)} faces, fewer than one batch of data.batch_size="
             f"{cfg.data.batch_size} x {ctx.world_size} process(es)"
         )
-    return loader, generator, sampler
+    return loader, sampler
 
 
 def train(cfg: TrainConfig, *, progress: bool | None = None) -> TrainResult:
@@ -337,12 +346,13 @@ def train(cfg: TrainConfig, *, progress: bool | None = None) -> TrainResult:
         progress: tqdm bars on stderr (None: only when stderr is a terminal; always off on ranks > 0).
 
     Raises:
-        ConfigError: inconsistent settings, a run folder that already holds a checkpoint without ``run.resume``,
-            or a checkpoint whose model differs.
+        ConfigError: inconsistent settings, a run folder that already holds a checkpoint without ``run.resume``
+            or that another training is writing, or a checkpoint whose model differs.
     """
     ctx, device = setup_distributed(cfg.run.device)
     try:
-        return _train(cfg, ctx, device, progress)
+        with run_lock(cfg.run.run_dir, enabled=ctx.is_main):
+            return _train(cfg, ctx, device, progress)
     finally:
         if ctx.enabled and dist.is_initialized():
             dist.destroy_process_group()
@@ -365,7 +375,7 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, device: torch.device, prog
         open_dataset(cfg.data, cfg.data.train_split), cfg.data, train=True, seed=cfg.run.seed
     )
     val_faces = open_dataset(cfg.data, cfg.data.val_split) if cfg.data.val_split and ctx.is_main else None
-    loader, generator, sampler = _train_loader(train_set, cfg, ctx, device)
+    loader, sampler = _train_loader(train_set, cfg, ctx, device)
     steps_per_epoch = len(loader)
     criterion = StackedHeatmapLoss(cfg.loss)
     optimizer = build_optimizer(model.parameters(), cfg.optim)
@@ -375,10 +385,11 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, device: torch.device, prog
     use_amp = cfg.optim.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     ema = ModelEma(model, cfg.optim.ema) if cfg.optim.ema > 0 else None
-    epoch, step = 0, 0
+    epoch, step, epoch_step, epoch_loss = 0, 0, 0, 0.0  # epoch_step, epoch_loss: of an epoch resumed midway
     if cfg.run.resume is not None:
         state = checkpoints.resume(cfg.run.resume)
         epoch, step = restore_training_state(state, cfg.run.resume, model, model.config.to_dict(), optimizer, scheduler)
+        epoch_step, epoch_loss = int(state.get("epoch_step", 0)), float(state.get("epoch_loss_sum", 0.0))
         scaler.load_state_dict(state["scaler"])
         if ema is not None:
             if state.get("ema") is None:
@@ -390,56 +401,83 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, device: torch.device, prog
     logger = None
     if ctx.is_main:
         save_config(cfg, run_dir / "config.yaml")
+        prepare_metrics(run_dir / "metrics.jsonl", None if cfg.run.resume is None else step)
         logger = build_logger(cfg.logging, run_dir, name=cfg.run.name, config=config_to_dict(cfg))
         logger.log_config(config_to_dict(cfg))
     norm = default_norm(cfg.data.name)
     result = TrainResult(run_dir, epoch, step, checkpoints.best_metric)
+
+    def training_state() -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "step": step,
+            "model": model.state_dict(),
+            "model_config": model.config.to_dict(),
+            "scheme": scheme.name,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "ema": None if ema is None else ema.state_dict(),
+            "rng": rng_state(),
+            "config": config_to_dict(cfg),
+        }
+
+    stop = StopRequest()
     try:
         while epoch < cfg.schedule.epochs:
             train_set.set_epoch(epoch)
-            generator.manual_seed(cfg.run.seed + epoch)
-            if sampler is not None:
-                sampler.set_epoch(epoch)
+            sampler.set_epoch(epoch)
+            if epoch_step:  # resumed from an interrupted epoch: its first epoch_step batches are done
+                sampler.set_epoch(epoch, start=epoch_step * cfg.data.batch_size)
             model.train()
             started = time.perf_counter()
-            data_time, loss_sum = 0.0, torch.zeros((), device=device)
+            data_time, loss_sum = 0.0, torch.tensor(epoch_loss, device=device)
             bar = tqdm(
-                loader,
+                stop.start(loader),
+                total=len(loader),
                 desc=f"epoch {epoch + 1}/{cfg.schedule.epochs}",
                 leave=False,
                 file=sys.stderr,
                 disable=True if not ctx.is_main else None if progress is None else not progress,
             )
             tick = time.perf_counter()
-            for batch in bar:
-                data_time += time.perf_counter() - tick
-                images = model_input(batch["image"], device)
-                target = train_set.targets(batch, device)
-                point_weight = batch["point_weight"].to(device, non_blocking=True)
-                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    outputs = train_model(images)
-                loss, _ = criterion(outputs, target, point_weight)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.optim.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                if ema is not None:
-                    ema.update(model, step)
-                step += 1
-                loss_sum += loss.detach()
-                if logger is not None and step % cfg.run.log_every == 0:
-                    value = loss.item()
-                    if not math.isfinite(value):
-                        raise FloatingPointError(f"training loss is {value} at step {step} (epoch {epoch + 1})")
-                    bar.set_postfix(loss=f"{value:.4g}")
-                    logger.log(step, {"epoch": epoch + 1, "loss": value, "lr": optimizer.param_groups[0]["lr"]})
-                tick = time.perf_counter()
+            with stop:
+                for batch in bar:
+                    data_time += time.perf_counter() - tick
+                    images = model_input(batch["image"], device)
+                    target = train_set.targets(batch, device)
+                    point_weight = batch["point_weight"].to(device, non_blocking=True)
+                    with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                        outputs = train_model(images)
+                    loss, _ = criterion(outputs, target, point_weight)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    if cfg.optim.grad_clip > 0:
+                        scaler.unscale_(optimizer)
+                        nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    scheduler.step()
+                    if ema is not None:
+                        ema.update(model, step)
+                    step += 1
+                    epoch_step += 1
+                    loss_sum += loss.detach()
+                    if logger is not None and step % cfg.run.log_every == 0:
+                        value = loss.item()
+                        if not math.isfinite(value):
+                            raise FloatingPointError(f"training loss is {value} at step {step} (epoch {epoch + 1})")
+                        bar.set_postfix(loss=f"{value:.4g}")
+                        logger.log(step, {"epoch": epoch + 1, "loss": value, "lr": optimizer.param_groups[0]["lr"]})
+                    tick = time.perf_counter()
+                    if stop.requested:  # Ctrl-C: a resumable checkpoint at this step (module docstring)
+                        if ctx.is_main and not ctx.enabled:
+                            state = {**training_state(), "epoch_step": epoch_step, "epoch_loss_sum": loss_sum.item()}
+                            checkpoints.save(state)
+                            raise KeyboardInterrupt(f"wrote {checkpoints.last_path} at step {step}: --resume continues")
+                        raise KeyboardInterrupt
             bar.close()
-            epoch += 1
+            epoch, epoch_step, epoch_loss = epoch + 1, 0, 0.0
             elapsed = time.perf_counter() - started
             summary: dict[str, Any] = {
                 "epoch": epoch,
@@ -461,20 +499,7 @@ def _train(cfg: TrainConfig, ctx: DistributedContext, device: torch.device, prog
                     ).report
                     metric = report[f"nme_{norm}"]
                     summary.update({f"val_{k}": v for k, v in report.items() if k.startswith(("nme_", "fr@", "auc@"))})
-                state = {
-                    "epoch": epoch,
-                    "step": step,
-                    "model": model.state_dict(),
-                    "model_config": model.config.to_dict(),
-                    "scheme": scheme.name,
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "ema": None if ema is None else ema.state_dict(),
-                    "rng": rng_state(),
-                    "config": config_to_dict(cfg),
-                }
-                summary["best"] = checkpoints.save(state, metric=metric)
+                summary["best"] = checkpoints.save(training_state(), metric=metric)
                 if summary["best"]:
                     _export(eval_model, run_dir / "best.safetensors", scheme.name)
                 if final:
