@@ -52,6 +52,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -59,7 +60,7 @@ from torch import nn
 from awing.codecs import MODES, HeatmapCodec
 from awing.data.io import DataError
 from awing.detection.detector import FaceDetector
-from awing.geometry import box_to_crop_matrix, invert, transform_points, warp_image
+from awing.geometry import box_problem, box_to_crop_matrix, invert, transform_points, warp_image
 from awing.imread import as_rgb_image, list_images, load_image
 from awing.landmarks import get_scheme
 from awing.models.hourglass import ModelConfig
@@ -298,9 +299,10 @@ class ImagePrediction:
         return {"image": str(self.path), "width": width, "height": height, "faces": [f.to_dict() for f in self.faces]}
 
 
-def _as_boxes(boxes: Any, name: str = "boxes") -> np.ndarray:
-    """Caller boxes -> float64 ``(N, 4)``: ``(N, 4)`` or ``(N, 5)`` (a fifth column, a score, is ignored), finite,
-    ``x1 > x0`` and ``y1 > y0``. Raises ``ValueError`` naming the bad box."""
+def _as_boxes(boxes: Any, name: str = "boxes", image_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Caller boxes -> float64 ``(N, 4)``: ``(N, 4)`` or ``(N, 5)`` (a fifth column, a score, is ignored), each
+    passing :func:`awing.geometry.box_problem` (inside the ``(width, height)`` image when given). Raises
+    ``ValueError`` naming the bad box."""
     expected = f"{name} must have shape (N, 4) or (N, 5) (x0, y0, x1, y1[, score])"
     try:
         array = np.asarray(boxes, dtype=np.float64)
@@ -319,11 +321,16 @@ def _as_boxes(boxes: Any, name: str = "boxes") -> np.ndarray:
     if array.ndim != 2 or array.shape[1] not in (4, 5):
         raise ValueError(f"{expected}, got {array.shape}")
     array = array[:, :4]
-    bad = ~np.isfinite(array).all(axis=1) | (array[:, 2] <= array[:, 0]) | (array[:, 3] <= array[:, 1])
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{name}[{i}] must be finite with x1 > x0 and y1 > y0, got {array[i].tolist()}")
+    for i, box in enumerate(array):
+        problem = box_problem(box, image_size)
+        if problem is not None:
+            raise ValueError(f"{name}[{i}] {box.tolist()} is not a face box: {problem}")
     return array
+
+
+def _size(image: np.ndarray) -> tuple[int, int]:
+    """``(width, height)`` of an ``H x W x C`` image."""
+    return image.shape[1], image.shape[0]
 
 
 def _whole_image_box(image: np.ndarray) -> np.ndarray:
@@ -477,7 +484,8 @@ class FaceAligner:
         if boxes is not None and len(boxes) != len(images):
             raise ValueError(f"boxes must have one entry per image: {len(images)} images, {len(boxes)} entries")
         boxes = [
-            None if b is None else _as_boxes(b, f"boxes[{i}]") for i, b in enumerate(boxes or [None] * len(images))
+            None if b is None else _as_boxes(b, f"boxes[{i}]", _size(images[i]))
+            for i, b in enumerate(boxes or [None] * len(images))
         ]
         return self._predict_arrays(images, boxes)
 
@@ -497,7 +505,8 @@ class FaceAligner:
                 out.append((given, None))
             elif i in detected:
                 found = detected[i]["boxes"].astype(np.float64)
-                good = np.isfinite(found).all(axis=1) & (found[:, 2] > found[:, 0]) & (found[:, 3] > found[:, 1])
+                good = [box_problem(box, _size(image)) is None for box in found]
+                good = np.asarray(good, dtype=bool).reshape(-1)
                 out.append((found[good], detected[i]["scores"][good]))
             else:
                 out.append((_whole_image_box(image), None))
@@ -583,16 +592,28 @@ class FaceAligner:
             for start in range(0, len(paths), self.batch_size):
                 chunk = range(start, min(start + self.batch_size, len(paths)))
                 results = [self._load(paths[i], None if boxes is None else boxes[i]) for i in chunk]
-                good = [r for r in results if r[0].ok]
-                faces = self._predict_arrays([r[1] for r in good], [r[2] for r in good]) if good else []
-                for (result, image, _), found in zip(good, faces, strict=True):
-                    result.faces = found
-                    result.image = image if keep_images else None
+                self._predict_loaded([r for r in results if r[0].ok], keep_images)
                 for result, _, _ in results:
                     bar.update(1)
                     yield result
         finally:
             bar.close()
+
+    def _predict_loaded(self, loaded: list[tuple[ImagePrediction, Any, Any]], keep_images: bool) -> None:
+        """Fill in the faces of loaded images; when the batch fails, each image alone, so that one image's failure
+        (named in its ``error``) costs the others nothing."""
+        try:
+            faces = self._predict_arrays([r[1] for r in loaded], [r[2] for r in loaded]) if loaded else []
+        except (ValueError, cv2.error) as err:
+            if len(loaded) == 1:
+                loaded[0][0].error = f"{loaded[0][0].path}: {err}"
+                return
+            for one in loaded:
+                self._predict_loaded([one], keep_images)
+            return
+        for (result, image, _), found in zip(loaded, faces, strict=True):
+            result.faces = found
+            result.image = image if keep_images else None
 
     @staticmethod
     def _load(path: Path, boxes: Any) -> tuple[ImagePrediction, np.ndarray | None, np.ndarray | None]:
@@ -601,7 +622,7 @@ class FaceAligner:
         except DataError as err:
             return ImagePrediction(path, [], error=str(err)), None, None
         try:
-            given = None if boxes is None else _as_boxes(boxes)
+            given = None if boxes is None else _as_boxes(boxes, image_size=_size(image))
         except ValueError as err:
             return ImagePrediction(path, [], error=f"{path}: {err}"), None, None
         return ImagePrediction(path, [], size=(image.shape[1], image.shape[0])), image, given

@@ -248,7 +248,8 @@ class TestBatching:
         for image, given, faces in zip(images, boxes, batch, strict=True):
             single = aligner.predict(image, given)
             for a, b in zip(single, faces, strict=True):
-                np.testing.assert_array_equal(a.landmarks, b.landmarks)
+                # convolution kernels may sum in another order for another batch size: float32 rounding only
+                np.testing.assert_allclose(a.landmarks, b.landmarks, rtol=0, atol=1e-4)
                 np.testing.assert_array_equal(a.box, b.box)
 
     def test_detection_runs_once_per_batch(self):
@@ -281,7 +282,7 @@ class TestBatching:
             aligner.predict_batch(image)
         with pytest.raises(ValueError, match="one entry per image"):
             aligner.predict_batch([image], [None, None])
-        with pytest.raises(ValueError, match=r"boxes\[0\]\[1\] must be finite with x1 > x0"):
+        with pytest.raises(ValueError, match=r"boxes\[0\]\[1\] .* is not a face box: it needs x1 > x0"):
             aligner.predict(image, [(0, 0, 10, 10), (5, 5, 4, 9)])
         with pytest.raises(ValueError, match=r"shape \(N, 4\) or \(N, 5\)"):
             aligner.predict(image, [(0, 0, 10)])
