@@ -23,7 +23,7 @@ __all__ = [
 
 def __getattr__(name: str) -> object:
     """Lazy exports: ``awing.FaceAligner`` and ``awing.Face`` import the inference stack on first use."""
-    if name in ("Face", "FaceAligner"):
+    if name in ("Face", "FaceAligner", "OPENCV", "BUNDLED"):
         from awing import aligner
 
         return getattr(aligner, name)

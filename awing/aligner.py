@@ -247,12 +247,14 @@ class Face:
     scheme: str
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict; floats are the exact float32 values (``json`` writes them without loss)."""
+        """JSON-ready dict; floats are the exact float32 values (``json`` writes them without loss); a non-finite
+        value becomes ``None`` (JSON ``null``: strict JSON has no NaN)."""
+        score = self.box_score if self.box_score is None or math.isfinite(self.box_score) else None
         return {
-            "box": self.box.tolist(),
-            "box_score": self.box_score,
-            "landmarks": self.landmarks.tolist(),
-            "scores": self.scores.tolist(),
+            "box": _json_numbers(self.box),
+            "box_score": score,
+            "landmarks": _json_numbers(self.landmarks),
+            "scores": _json_numbers(self.scores),
             "scheme": self.scheme,
         }
 
@@ -297,6 +299,14 @@ class ImagePrediction:
             return {"image": str(self.path), "error": self.error}
         width, height = self.size
         return {"image": str(self.path), "width": width, "height": height, "faces": [f.to_dict() for f in self.faces]}
+
+
+def _json_numbers(array: np.ndarray) -> list:
+    """``array.tolist()`` with ``None`` for each NaN or infinite value."""
+    values = np.asarray(array, dtype=np.float64)
+    if np.isfinite(values).all():
+        return np.asarray(array).tolist()
+    return np.where(np.isfinite(values), values, None).tolist()
 
 
 def _as_boxes(boxes: Any, name: str = "boxes", image_size: tuple[int, int] | None = None) -> np.ndarray:

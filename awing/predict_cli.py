@@ -287,6 +287,9 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our messages name the file; not OpenCV's
     if args.format == "pts" and args.out is None:
         raise UsageError("--format pts writes one file per face: give --out DIR")
     if args.detector != "awing" and args.detector_weights is not None:
@@ -362,7 +365,13 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     )
     p.add_argument("inputs", nargs="+", metavar="IMG|DIR|GLOB", help="image files, folders or glob patterns")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: JSON lines on stdout)")
-    p.add_argument("--format", choices=FORMATS, default="json", help="output format with --out (default json)")
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="json",
+        help="output format with --out (default json). json/jsonl coordinates are 0-based pixels; pts files are "
+        "1-based, the iBUG .pts convention (awing.data.io.read_pts reads them back to 0-based)",
+    )
     p.add_argument("--save-vis", type=Path, default=None, metavar="DIR", help="write overlay pictures to DIR")
     p.add_argument(
         "--boxes", type=Path, default=None, metavar="FILE", help="JSON of face boxes per image (no detection)"

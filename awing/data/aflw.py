@@ -79,7 +79,11 @@ def _load_array(path: Path, shape: tuple[int | None, ...], dataset: str) -> np.n
 def _yaw_record(
     points: np.ndarray, visible: np.ndarray, image_path: Path, pts_path: Path, item: str, yaw: float
 ) -> LandmarkRecord:
-    """One face of an AFLW-family array file: invisible points zeroed, yaw and yaw bin as attributes."""
+    """One face of an AFLW-family array file: invisible points zeroed, yaw and yaw bin as attributes. A NaN or
+    infinite coordinate is an error (invisible points are marked by a negative x, never by NaN)."""
+    bad = np.flatnonzero(~np.isfinite(points).all(axis=1))
+    if len(bad):
+        raise DataError(f"point {bad[0]} is {points[bad[0]].tolist()}: not finite", pts_path, None, item)
     return make_record(
         np.where(visible[:, None], points, 0.0),
         num_points=len(visible),

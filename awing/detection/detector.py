@@ -35,7 +35,7 @@ from awing.detection.config import DetectorModelConfig, InferenceConfig
 from awing.detection.content import has_texture
 from awing.detection.network import FaceDetectorNet, fuse_batchnorm
 from awing.detection.nms import batched_nms
-from awing.models.weights import load_state_dict_strict, read_safetensors
+from awing.models.weights import check_fits, load_state_dict_strict, read_metadata, read_safetensors
 
 __all__ = ["DETECTOR_FORMAT", "PAD_VALUE", "FaceDetector", "load_detector", "save_detector"]
 
@@ -43,6 +43,8 @@ DETECTOR_FORMAT = "awing.detector.v1"
 PAD_VALUE = 0
 """Padding value (black): the network's input is not normalised, so this equals its convolutions' zero padding."""
 SIZE_DIVISOR = 32
+MAX_WIDTH_MULT = 8.0
+"""Largest backbone width a detector file may claim (the bundled one uses 0.25)."""
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
@@ -269,15 +271,24 @@ def load_detector(path: str | Path) -> tuple[FaceDetectorNet, InferenceConfig]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"detector weights not found: {path}")
-    tensors, metadata = read_safetensors(path)
+    metadata = read_metadata(path)
     if metadata.get("format") != DETECTOR_FORMAT or "model_config" not in metadata:
         raise ValueError(
             f"{path} is not an awing detector file (expected metadata format {DETECTOR_FORMAT!r} and a model_config; "
             f"got keys {sorted(metadata)}); write it with awing.detection.save_detector"
         )
-    stored = json.loads(metadata["model_config"])
-    config = DetectorModelConfig(**{**stored, "variances": tuple(stored["variances"])})
+    try:
+        stored = json.loads(metadata["model_config"])
+        config = DetectorModelConfig(**{**stored, "variances": tuple(stored["variances"])})
+        settings = InferenceConfig(**json.loads(metadata.get("inference", "{}")))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: invalid detector metadata: {type(err).__name__}: {err}") from None
+    if config.width_mult > MAX_WIDTH_MULT:
+        raise ValueError(
+            f"{path}: invalid detector metadata: width_mult={config.width_mult} (at most {MAX_WIDTH_MULT})"
+        )
+    tensors, _ = read_safetensors(path)
+    check_fits(lambda: FaceDetectorNet(config), tensors, path)
     model = FaceDetectorNet(config)
     load_state_dict_strict(model, tensors)
-    settings = InferenceConfig(**json.loads(metadata.get("inference", "{}")))
     return model.eval(), settings

@@ -95,6 +95,10 @@ def open_dataset(cfg: DataConfig, split: str) -> LandmarkDataset:
     kwargs: dict[str, Any] = {}
     if "scheme" in params:
         kwargs["scheme"] = scheme.name
+    if cfg.skip_invalid:
+        if "skip_invalid" not in params:
+            raise ConfigError(f"data.skip_invalid=true: data set {key!r} has no invalid-annotation skipping")
+        kwargs["skip_invalid"] = True
     if key == "aflw2000-3d":
         if scheme.name not in ("68", "21"):
             raise ConfigError(f"aflw2000-3d provides the 68- and 21-point schemes, got data.scheme={cfg.scheme!r}")
