@@ -518,3 +518,25 @@ def test_interrupt_message_and_exit_code(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(train_module.StackedHeatmapLoss, "forward", ctrl_c)
     code, _, err = run(capsys, "train", train_config(tmp_path, pts_data(tmp_path / "data")))
     assert code == 130 and f"wrote {tmp_path / 'run' / 'last.pt'} at step 1: --resume continues" in err
+
+
+def test_aflw_nan_point_is_an_error_not_an_invisible_point(tmp_path):
+    from awing.data import AFLWDataset
+    from awing.data.io import DataError
+
+    names = ["a.jpg", "b.jpg"]
+    (tmp_path / "crops").mkdir()
+    for name in names:
+        write_image(tmp_path / "crops" / name, np.full((120, 120, 3), 100, np.uint8))
+    (tmp_path / "names.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
+    points = np.tile(np.linspace(20, 100, 21), (2, 2, 1))  # (N, 2, 21) in original pixels
+    points[1, 0, 4] = -1.0  # b.jpg: point 4 invisible (negative x marks it)
+    points[0, 0, 7] = np.nan  # a.jpg: point 7 broken
+    np.save(tmp_path / "pts21.npy", points)
+    np.save(tmp_path / "crop_roi_box.npy", np.tile([0.0, 0.0, 120.0, 120.0], (2, 1)))
+    np.save(tmp_path / "yaw_deg.npy", np.zeros(2))
+    with pytest.raises(DataError, match=r"pts21\.npy \[row 0, a\.jpg\]: point 7 is \[nan, .*not finite"):
+        AFLWDataset(tmp_path, split="all")
+    with pytest.warns(UserWarning, match="skipped 1 of 2"):
+        (face,) = AFLWDataset(tmp_path, split="all", skip_invalid=True).records
+    assert face.visible.sum() == 20 and not face.visible[4]

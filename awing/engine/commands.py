@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from awing.config import ConfigError, TrainConfig, load_config
+from awing.engine.loggers import strict_json
 
 __all__ = ["add_eval_parser", "add_train_parser"]
 
@@ -120,7 +121,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         out_dir=args.out,
         progress=False if args.no_progress else None,
     )
-    print(json.dumps(report, indent=2))
+    print(strict_json(report, indent=2))
     print(f"awing eval: wrote {out / 'report.json'} and {out / 'ced.png'}", file=sys.stderr)
     return 0
 
