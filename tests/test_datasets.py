@@ -536,6 +536,7 @@ class TestBuildDataset:
             "aflw2000-3d",
             "aflw",
             "aflw68",
+            "aflw68-3d",
             "pts",
             "coco",
             "spiga",
