@@ -22,7 +22,7 @@ __all__ = [
 def __getattr__(name: str) -> object:
     """Lazy exports: ``awing.FaceAligner``, ``awing.Face`` and ``awing.HeatmapCodec`` import OpenCV and the
     inference stack on first use, so ``import awing.losses`` needs only torch."""
-    if name in ("Face", "FaceAligner"):
+    if name in ("Face", "FaceAligner", "OPENCV", "BUNDLED"):
         from awing import aligner
 
         return getattr(aligner, name)

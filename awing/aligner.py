@@ -44,6 +44,7 @@ Bundled weights: ``from_pretrained()`` loads ``awing/assets/landmarks_68.safeten
 from __future__ import annotations
 
 import copy
+import math
 import sys
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -51,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -59,7 +61,7 @@ from awing.data.io import DataError, read_image
 from awing.detection.detector import FaceDetector
 from awing.detection.haar import HaarFaceDetector
 from awing.face_crops import align_face
-from awing.geometry import BoxAdapter, _finite, box_to_crop_matrix, warp_image
+from awing.geometry import BoxAdapter, _finite, box_problem, box_to_crop_matrix, warp_image
 from awing.imread import as_rgb_image, list_images
 from awing.inference import InferenceSettings, predict_crops, resolve_device
 from awing.landmarks import get_scheme
@@ -118,15 +120,17 @@ class Face:
     track_id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict; floats are the exact float32 values (``json`` writes them without loss).
+        """JSON-ready dict; floats are the exact float32 values (``json`` writes them without loss); a non-finite
+        value becomes ``None`` (JSON ``null``: strict JSON has no NaN).
 
         ``"pose"`` is ``{"yaw", "pitch", "roll"}`` in degrees or ``null``; ``"track_id"`` is present for tracked
         faces only."""
+        score = self.box_score if self.box_score is None or math.isfinite(self.box_score) else None
         out = {
-            "box": self.box.tolist(),
-            "box_score": self.box_score,
-            "landmarks": self.landmarks.tolist(),
-            "scores": self.scores.tolist(),
+            "box": _json_numbers(self.box),
+            "box_score": score,
+            "landmarks": _json_numbers(self.landmarks),
+            "scores": _json_numbers(self.scores),
             "scheme": self.scheme,
             "pose": None if self.pose is None else self.pose.to_dict(),
         }
@@ -187,9 +191,18 @@ class ImagePrediction:
         return {"image": str(self.path), "width": width, "height": height, "faces": [f.to_dict() for f in self.faces]}
 
 
-def _as_boxes(boxes: Any, name: str = "boxes") -> np.ndarray:
-    """Caller boxes -> float64 ``(N, 4)``: ``(N, 4)`` or ``(N, 5)`` (a fifth column, a score, is ignored), finite,
-    ``x1 > x0`` and ``y1 > y0``. Raises ``ValueError`` naming the bad box."""
+def _json_numbers(array: np.ndarray) -> list:
+    """``array.tolist()`` with ``None`` for each NaN or infinite value."""
+    values = np.asarray(array, dtype=np.float64)
+    if np.isfinite(values).all():
+        return np.asarray(array).tolist()
+    return np.where(np.isfinite(values), values, None).tolist()
+
+
+def _as_boxes(boxes: Any, name: str = "boxes", image_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Caller boxes -> float64 ``(N, 4)``: ``(N, 4)`` or ``(N, 5)`` (a fifth column, a score, is ignored), each
+    passing :func:`awing.geometry.box_problem` (inside the ``(width, height)`` image when given). Raises
+    ``ValueError`` naming the bad box."""
     expected = f"{name} must have shape (N, 4) or (N, 5) (x0, y0, x1, y1[, score])"
     try:
         array = np.asarray(boxes, dtype=np.float64)
@@ -208,11 +221,16 @@ def _as_boxes(boxes: Any, name: str = "boxes") -> np.ndarray:
     if array.ndim != 2 or array.shape[1] not in (4, 5):
         raise ValueError(f"{expected}, got {array.shape}")
     array = array[:, :4]
-    bad = ~np.isfinite(array).all(axis=1) | (array[:, 2] <= array[:, 0]) | (array[:, 3] <= array[:, 1])
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{name}[{i}] must be finite with x1 > x0 and y1 > y0, got {array[i].tolist()}")
+    for i, box in enumerate(array):
+        problem = box_problem(box, image_size)
+        if problem is not None:
+            raise ValueError(f"{name}[{i}] {box.tolist()} is not a face box: {problem}")
     return array
+
+
+def _size(image: np.ndarray) -> tuple[int, int]:
+    """``(width, height)`` of an ``H x W x C`` image."""
+    return image.shape[1], image.shape[0]
 
 
 def _whole_image_box(image: np.ndarray) -> np.ndarray:
@@ -388,7 +406,8 @@ class FaceAligner:
         if boxes is not None and len(boxes) != len(images):
             raise ValueError(f"boxes must have one entry per image: {len(images)} images, {len(boxes)} entries")
         boxes = [
-            None if b is None else _as_boxes(b, f"boxes[{i}]") for i, b in enumerate(boxes or [None] * len(images))
+            None if b is None else _as_boxes(b, f"boxes[{i}]", _size(images[i]))
+            for i, b in enumerate(boxes or [None] * len(images))
         ]
         return self._predict_arrays(images, boxes)
 
@@ -408,7 +427,8 @@ class FaceAligner:
                 out.append((given, None))
             elif i in detected:
                 found = detected[i]["boxes"].astype(np.float64)
-                good = np.isfinite(found).all(axis=1) & (found[:, 2] > found[:, 0]) & (found[:, 3] > found[:, 1])
+                good = [box_problem(box, _size(image)) is None for box in found]
+                good = np.asarray(good, dtype=bool).reshape(-1)
                 out.append((found[good], detected[i]["scores"][good]))
             else:
                 out.append((_whole_image_box(image), None))
@@ -504,16 +524,28 @@ class FaceAligner:
             for start in range(0, len(paths), self.batch_size):
                 chunk = range(start, min(start + self.batch_size, len(paths)))
                 results = [self._load(paths[i], None if boxes is None else boxes[i]) for i in chunk]
-                good = [r for r in results if r[0].ok]
-                faces = self._predict_arrays([r[1] for r in good], [r[2] for r in good]) if good else []
-                for (result, image, _), found in zip(good, faces, strict=True):
-                    result.faces = found
-                    result.image = image if keep_images else None
+                self._predict_loaded([r for r in results if r[0].ok], keep_images)
                 for result, _, _ in results:
                     bar.update(1)
                     yield result
         finally:
             bar.close()
+
+    def _predict_loaded(self, loaded: list[tuple[ImagePrediction, Any, Any]], keep_images: bool) -> None:
+        """Fill in the faces of loaded images; when the batch fails, each image alone, so that one image's failure
+        (named in its ``error``) costs the others nothing."""
+        try:
+            faces = self._predict_arrays([r[1] for r in loaded], [r[2] for r in loaded]) if loaded else []
+        except (ValueError, cv2.error) as err:
+            if len(loaded) == 1:
+                loaded[0][0].error = f"{loaded[0][0].path}: {err}"
+                return
+            for one in loaded:
+                self._predict_loaded([one], keep_images)
+            return
+        for (result, image, _), found in zip(loaded, faces, strict=True):
+            result.faces = found
+            result.image = image if keep_images else None
 
     @staticmethod
     def _load(path: Path, boxes: Any) -> tuple[ImagePrediction, np.ndarray | None, np.ndarray | None]:
@@ -522,7 +554,7 @@ class FaceAligner:
         except DataError as err:
             return ImagePrediction(path, [], error=str(err)), None, None
         try:
-            given = None if boxes is None else _as_boxes(boxes)
+            given = None if boxes is None else _as_boxes(boxes, image_size=_size(image))
         except ValueError as err:
             return ImagePrediction(path, [], error=f"{path}: {err}"), None, None
         return ImagePrediction(path, [], size=(image.shape[1], image.shape[0])), image, given

@@ -25,6 +25,8 @@ import copy
 import dataclasses
 import difflib
 import json
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -106,6 +108,9 @@ class DataConfig:
     num_workers: int = _field(2, "DataLoader worker processes (0 = load in the main process)")
     batch_size: int = _field(16, "faces per training batch")
     max_samples: int = _field(0, "use only the first N samples of each split (0 = all)")
+    skip_invalid: bool = _field(
+        False, "skip bad annotations with one warning naming the first (false: stop at the first, naming its file)"
+    )
 
     def __post_init__(self) -> None:
         _require(self.input_size > 0, "input_size", "> 0", self.input_size)
@@ -177,11 +182,11 @@ class OptimConfig:
     amp: bool = _field(True, "mixed precision (autocast + gradient scaling) on CUDA; ignored on CPU")
 
     def __post_init__(self) -> None:
-        _require(self.lr > 0, "lr", "> 0", self.lr)
-        _require(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
+        _require(math.isfinite(self.lr) and self.lr > 0, "lr", "finite and > 0", self.lr)
+        _require(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
         _require(0 <= self.momentum < 1, "momentum", "in [0, 1)", self.momentum)
         _require(all(0 <= b < 1 for b in self.betas), "betas", "in [0, 1)", self.betas)
-        _require(self.grad_clip >= 0, "grad_clip", ">= 0", self.grad_clip)
+        _require(math.isfinite(self.grad_clip) and self.grad_clip >= 0, "grad_clip", "finite and >= 0", self.grad_clip)
         _require(0 <= self.ema < 1, "ema", "in [0, 1)", self.ema)
 
 
@@ -226,6 +231,12 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _require(self.log_every >= 1, "log_every", ">= 1", self.log_every)
+        _require(
+            re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)) is not None,
+            "device",
+            "'auto', 'cpu', 'cuda' or 'cuda:N'",
+            self.device,
+        )
         _require(self.val_every >= 1, "val_every", ">= 1", self.val_every)
 
     @property

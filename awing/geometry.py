@@ -28,6 +28,9 @@ import numpy as np
 
 __all__ = [
     "BoxAdapter",
+    "MAX_BOX_SIDE_FACTOR",
+    "MIN_BOX_SIDE",
+    "box_problem",
     "as_size",
     "augmentation_matrix",
     "box_to_crop_matrix",
@@ -79,6 +82,46 @@ def _matrix(A: np.ndarray, t: np.ndarray) -> np.ndarray:
     return np.concatenate([np.asarray(A, np.float64), np.asarray(t, np.float64).reshape(2, 1)], axis=1)
 
 
+MIN_BOX_SIDE = 1.0
+"""Smallest face box side in pixels: a smaller box holds no face (and a subnormal side overflows ``S / side``)."""
+MAX_BOX_SIDE_FACTOR = 16.0
+"""Largest face box side, in multiples of the image's longer side (a box beyond that holds no face of the image)."""
+
+
+def box_problem(box: Sequence[float], image_size: tuple[int, int] | None = None) -> str | None:
+    """Why ``box = (x0, y0, x1, y1)`` cannot be a face box, or ``None`` when it can: the one box check of awing.
+
+    The coordinates must be finite, the sides ``x1 - x0`` and ``y1 - y0`` finite (``+-1e308`` overflows) and at
+    least :data:`MIN_BOX_SIDE`. With ``image_size = (width, height)`` the box must also overlap the image (its
+    extent ``[-0.5, W - 0.5] x [-0.5, H - 0.5]``) and its sides be at most :data:`MAX_BOX_SIDE_FACTOR` times the
+    image's longer side.
+
+    >>> box_problem([0, 0, 10, 10]) is None, box_problem([-1e308, 0, 1e308, 10])
+    (True, 'its width and height must be finite, got inf x 10')
+    >>> box_problem([200, 0, 300, 50], (100, 100))
+    'it lies entirely outside the 100 x 100 image'
+    """
+    values = np.asarray(box, dtype=np.float64).reshape(-1)
+    if values.shape != (4,) or not np.isfinite(values).all():
+        return f"it must be 4 finite numbers (x0, y0, x1, y1), got {values.tolist()}"
+    x0, y0, x1, y1 = values.tolist()
+    with np.errstate(over="ignore"):
+        width, height = float(np.subtract(x1, x0)), float(np.subtract(y1, y0))
+    if not (math.isfinite(width) and math.isfinite(height)):
+        return f"its width and height must be finite, got {width:g} x {height:g}"
+    if width < MIN_BOX_SIDE or height < MIN_BOX_SIDE:
+        return f"it needs x1 > x0 and y1 > y0 by at least {MIN_BOX_SIDE:g} px, got width {width:g}, height {height:g}"
+    if image_size is not None:
+        image_w, image_h = image_size
+        if x1 < -0.5 or y1 < -0.5 or x0 > image_w - 0.5 or y0 > image_h - 0.5:
+            return f"it lies entirely outside the {image_w} x {image_h} image"
+        limit = MAX_BOX_SIDE_FACTOR * max(image_w, image_h)
+        if max(width, height) > limit:
+            side = max(width, height)
+            return f"its side {side:g} px exceeds {MAX_BOX_SIDE_FACTOR:g} x the {image_w} x {image_h} image's"
+    return None
+
+
 def box_to_crop_matrix(box: Sequence[float], output_size: Size, scale: float = 1.25) -> np.ndarray:
     """Matrix mapping image coordinates to a square crop centred on ``box``.
 
@@ -102,11 +145,10 @@ def box_to_crop_matrix(box: Sequence[float], output_size: Size, scale: float = 1
     values = np.asarray(box, dtype=np.float64)
     if values.shape != (4,):
         raise ValueError(f"box must be (x0, y0, x1, y1), got shape {values.shape}: {box!r}")
-    if not np.isfinite(values).all():
-        raise ValueError(f"box must be finite, got {values.tolist()}")
+    problem = box_problem(values)
+    if problem is not None:
+        raise ValueError(f"invalid box {values.tolist()}: {problem}")
     x0, y0, x1, y1 = values
-    if x1 <= x0 or y1 <= y0:
-        raise ValueError(f"box must satisfy x1 > x0 and y1 > y0 (x0, y0, x1, y1), got {values.tolist()}")
     if not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a positive finite number, got {scale!r}")
     side = scale * max(x1 - x0, y1 - y0)

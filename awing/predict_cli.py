@@ -14,7 +14,13 @@ Outputs (results to stdout or files, messages to stderr):
 - ``--save-vis DIR``: ``DIR/<name>.jpg`` overlays (boxes and points, :func:`awing.viz.draw_landmarks`).
 
 ``<name>`` is the image's stem, under the sub-folders it has below a folder input. When two images would get the
-same output name (``a.jpg`` and ``a.png``), the later one uses its full file name (``a.png.json``).
+same output name (``a.jpg`` and ``a.png``), the later one uses its full file name (``a.png.json``), and a third one
+a number (``a_2.png.json``, ``a_3.png.json``, ...): every image keeps its result.
+
+Every output file is written to a temporary file beside it and renamed into place, so a full disk or an interrupt
+never leaves a truncated file: the image is reported (exit code 1) and its previous output, if any, is kept. JSON
+lines are appended one complete line at a time (a failed write is cut back). Non-finite numbers are written as
+``null`` (strict JSON). A ``**`` pattern does not follow symbolic links to folders (a link loop cannot hang it).
 
 The JSON object of an image: ``{"image": path, "width": W, "height": H, "faces": [{"box": [x0, y0, x1, y1],
 "box_score": p or null, "landmarks": [[x, y], ...], "scores": [...], "scheme": "68", "pose": {"yaw", "pitch",
@@ -37,8 +43,10 @@ error (bad options, an unreadable ``--boxes`` file, weights that are missing or 
 from __future__ import annotations
 
 import argparse
-import glob
+import contextlib
+import itertools
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -78,7 +86,11 @@ def expand_inputs(inputs: list[str], recursive: bool) -> tuple[list[InputFile], 
     for text in inputs:
         path = Path(text)
         if path.is_dir():
-            found = list_images(path, recursive)
+            try:
+                found = list_images(path, recursive)
+            except OSError as err:
+                errors.append(f"{text}: cannot list this folder: {err.strerror or err}")
+                continue
             if not found:
                 where = "this folder or its sub-folders" if recursive else "this folder (--recursive: sub-folders too)"
                 errors.append(f"{text}: no image files in {where}")
@@ -88,13 +100,25 @@ def expand_inputs(inputs: list[str], recursive: bool) -> tuple[list[InputFile], 
         elif path.is_file():
             files.append(InputFile(path, PurePath(path.stem), text))
         elif _GLOB_CHARS & set(text):
-            matches = sorted(Path(m) for m in glob.glob(text, recursive=recursive) if Path(m).is_file())
+            matches = sorted(m for m in _glob(text, recursive) if m.is_file())
             if not matches:
                 errors.append(f"{text}: no file matches this pattern")
             files.extend(InputFile(m, PurePath(m.stem), str(m)) for m in matches)
         else:
             errors.append(f"{text}: no such file or folder")
     return files, errors
+
+
+def _glob(pattern: str, recursive: bool) -> list[Path]:
+    """Paths matching ``pattern``, as :func:`glob.glob` (``**`` is ``*`` unless ``recursive``; hidden names only
+    when a pattern part starts with a dot), except that ``**`` never follows a symbolic link to a folder."""
+    parts = PurePath(pattern).parts
+    first = next(i for i, part in enumerate(parts) if _GLOB_CHARS & set(part))
+    root = Path(*parts[:first]) if first else Path()
+    rest = [part if recursive else part.replace("**", "*") for part in parts[first:]]
+    dotted = any(part.startswith(".") for part in rest)
+    matches = root.glob(str(PurePath(*rest)))
+    return [m for m in matches if dotted or not any(n.startswith(".") for n in m.relative_to(root).parts)]
 
 
 def _read_boxes(path: Path) -> dict[str, Any]:
@@ -126,17 +150,38 @@ class _Names:
         self.used: set[PurePath] = set()
 
     def claim(self, item: InputFile, suffixes: list[str]) -> list[PurePath]:
-        for stem in (item.name, item.name.with_name(item.path.name)):
+        full = item.name.with_name(item.path.name)
+        numbered = (full.with_name(f"{item.name.name}_{k}{item.path.suffix}") for k in itertools.count(2))
+        for stem in itertools.chain((item.name, full), numbered):
             names = [stem.with_name(stem.name + suffix) for suffix in suffixes]
             if not self.used & set(names):
                 self.used.update(names)
                 return names
-        raise OSError(f"output name {item.name} is taken by another input with the same file name")
+        raise AssertionError("unreachable")
+
+
+def _atomic(path: Path, write: Any) -> None:
+    """``write(tmp)`` into a temporary file beside ``path``, then rename it to ``path``; ``OSError`` naming
+    ``path`` on failure (the temporary file removed, an earlier ``path`` untouched)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise OSError(f"cannot write {path}: {err.strerror or err}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8", errors="backslashreplace")
+    _atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8", errors="backslashreplace"))
+
+
+def _json_line(record: dict[str, Any], ascii_only: bool) -> str:
+    """Strict JSON (``allow_nan=False``; the records hold ``None`` for non-finite numbers) and a newline."""
+    return json.dumps(record, ensure_ascii=ascii_only, allow_nan=False) + "\n"
 
 
 def _save_vis(path: Path, image: Any, faces: list) -> None:
@@ -151,8 +196,7 @@ def _save_vis(path: Path, image: Any, faces: list) -> None:
     ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:
         raise OSError(f"cannot encode the overlay {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer.tofile(path)
+    _atomic(path, lambda tmp: tmp.write_bytes(buffer.tobytes()))
 
 
 class _Writer:
@@ -162,31 +206,53 @@ class _Writer:
         self.fmt, self.out, self.vis = fmt, out, vis
         self.names, self.vis_names = _Names(), _Names()
         self.stream = stream
+        self.lines: IO[bytes] | None = None  # --out with jsonl: unbuffered, so a failed line can be cut back
         if out is not None and fmt == "jsonl":
             out.mkdir(parents=True, exist_ok=True)
-            self.stream = (out / JSONL_NAME).open("w", encoding="utf-8", errors="backslashreplace")
+            self.lines = (out / JSONL_NAME).open("wb", buffering=0)
 
     def close(self) -> None:
-        if self.stream is not sys.stdout:
-            self.stream.close()
+        """Close the JSON-lines file; ``OSError`` naming it when that fails."""
+        if self.lines is not None:
+            try:
+                self.lines.close()
+            except OSError as err:
+                raise OSError(f"cannot write {self.out / JSONL_NAME}: {err.strerror or err}") from None
+
+    def _append_line(self, line: str) -> None:
+        """One whole line at the end of the JSON-lines file, or none: a failed write is truncated away."""
+        assert self.lines is not None
+        start = self.lines.tell()
+        data = line.encode("utf-8", errors="backslashreplace")
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[self.lines.write(view) :]
+        except OSError as err:
+            try:
+                self.lines.truncate(start)
+                self.lines.seek(start)
+            except OSError:
+                pass
+            raise OSError(f"cannot write {self.out / JSONL_NAME}: {err.strerror or err}") from None
 
     def write(self, item: InputFile, result: Any) -> None:
         from awing.data.io import write_pts
 
         record = result.to_dict()
-        if self.out is None or self.fmt == "jsonl":
-            ascii_only = self.stream is sys.stdout
-            self.stream.write(json.dumps(record, ensure_ascii=ascii_only) + "\n")
+        if self.lines is not None:
+            self._append_line(_json_line(record, ascii_only=False))
+        elif self.out is None:
+            self.stream.write(_json_line(record, ascii_only=True))
             self.stream.flush()
         elif self.fmt == "json":
             (name,) = self.names.claim(item, [".json"])
-            _write_text(self.out / name, json.dumps(record, ensure_ascii=False) + "\n")
+            _write_text(self.out / name, _json_line(record, ascii_only=False))
         else:
             suffixes = [".pts"] + [f"_{i}.pts" for i in range(1, len(result.faces))]
             names = self.names.claim(item, suffixes) if result.faces else []
             for face, name in zip(result.faces, names, strict=True):
-                (self.out / name).parent.mkdir(parents=True, exist_ok=True)
-                write_pts(self.out / name, face.landmarks)
+                _atomic(self.out / name, lambda tmp, face=face: write_pts(tmp, face.landmarks))
         if self.vis is not None:
             (name,) = self.vis_names.claim(item, [".jpg"])
             _save_vis(self.vis / name, result.image, result.faces)
@@ -229,6 +295,9 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our messages name the file; not OpenCV's
     if args.format == "pts" and args.out is None:
         raise UsageError("--format pts writes one file per face: give --out DIR")
     if args.detector != "awing" and (args.detector_weights is not None or args.det_threshold is not None):
@@ -279,10 +348,14 @@ def _run(args: argparse.Namespace) -> int:
             try:
                 writer.write(item, result)
             except OSError as err:
-                print(f"awing predict: {item.path}: cannot write the output: {err}", file=sys.stderr)
+                print(f"awing predict: {item.path}: {err}", file=sys.stderr)
                 failures += 1
     finally:
-        writer.close()
+        try:
+            writer.close()
+        except OSError as err:
+            print(f"awing predict: {err}", file=sys.stderr)
+            failures += 1
     return 1 if failures else 0
 
 
@@ -329,7 +402,13 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         "inputs", nargs="+", metavar="INPUT", help="image files, folders, glob patterns, videos or webcam indices"
     )
     p.add_argument("--out", type=Path, default=None, help="output folder (default: JSON lines on stdout)")
-    p.add_argument("--format", choices=FORMATS, default="json", help="output format with --out (default json)")
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="json",
+        help="output format with --out (default json). json/jsonl coordinates are 0-based pixels; pts files are "
+        "1-based, the iBUG .pts convention (awing.data.io.read_pts reads them back to 0-based)",
+    )
     p.add_argument("--save-vis", type=Path, default=None, metavar="DIR", help="write overlay pictures to DIR")
     p.add_argument(
         "--boxes", type=Path, default=None, metavar="FILE", help="JSON of face boxes per image (no detection)"

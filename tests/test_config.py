@@ -44,7 +44,7 @@ class TestDefaults:
         keys = [line.split(":")[0] for line in lines]
         assert keys[:3] == ["data", "data.name", "data.root"]
         assert "data.augment.rotation_deg" in keys and "logging.wandb_mode" in keys
-        assert len(keys) == len(set(keys)) == 75
+        assert len(keys) == len(set(keys)) == 76  # grey_prob and data.skip_invalid
         assert all(line.split("  # ", 1)[1].strip() for line in lines), "a field without help"
         assert "optim.lr: float = 0.0001  # initial learning rate" in lines
         assert "optim.name: one of 'rmsprop', 'adam' = \"rmsprop\"  # optimiser: 'rmsprop' or 'adam'" in lines

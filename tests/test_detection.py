@@ -281,7 +281,19 @@ class OneFace(FaceDetectorNet):
         return logits, torch.zeros(x.shape[0], len(anchors), 4), torch.zeros(x.shape[0], len(anchors), 10)
 
 
+def textured(height: int, width: int) -> np.ndarray:
+    """Noise: an image with structure everywhere, so the detector's content check keeps every box."""
+    return np.random.default_rng(height * width).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
 class TestFaceDetector:
+    def test_boxes_on_flat_or_smooth_areas_are_dropped(self):
+        detector = FaceDetector(OneFace((327.5, 167.5)), input_max_side=640)
+        gradient = np.repeat(np.linspace(0, 255, 320, dtype=np.float32)[None, :, None], 240, 0)
+        for image in (np.zeros((240, 320, 3), np.uint8), np.repeat(gradient, 3, 2).astype(np.uint8)):
+            assert detector.detect(image)["boxes"].shape == (0, 4)
+        assert detector.detect(textured(240, 320))["boxes"].shape == (1, 4)
+
     def test_no_face_gives_empty_arrays(self):
         detector = FaceDetector(FaceDetectorNet(), score_threshold=0.99)
         result = detector.detect(np.zeros((50, 70, 3), np.uint8))
@@ -293,7 +305,7 @@ class TestFaceDetector:
     def test_maps_back_to_original_pixels(self):
         # a 320 x 240 image is resized by k = 2 to 640 x 480; the anchor at input centre (327.5, 167.5), side 64
         detector = FaceDetector(OneFace((327.5, 167.5)), input_max_side=640)
-        result = detector.detect(np.zeros((240, 320, 3), np.uint8))
+        result = detector.detect(textured(240, 320))
         # x = (x_in + 0.5) / 2 - 0.5
         np.testing.assert_allclose(result["boxes"], [[147.5, 67.5, 179.5, 99.5]], atol=1e-5)
         np.testing.assert_allclose(result["landmarks"], np.full((1, 5, 2), [163.5, 83.5]), atol=1e-5)
@@ -301,7 +313,7 @@ class TestFaceDetector:
 
     def test_batch_equals_single(self):
         detector = FaceDetector(OneFace((200.0, 150.0)))
-        images = [np.zeros((240, 320, 3), np.uint8), np.zeros((400, 300, 3), np.uint8), np.zeros((50, 50, 3), np.uint8)]
+        images = [textured(240, 320), textured(400, 300), textured(50, 50)]
         batch = detector.detect_batch(images)
         for image, result in zip(images, batch, strict=True):
             single = detector.detect(image)

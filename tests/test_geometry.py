@@ -88,6 +88,27 @@ class TestBoxToCropMatrix:
         with pytest.raises(ValueError, match=match):
             G.box_to_crop_matrix(box, 64)
 
+    @pytest.mark.parametrize(
+        ("box", "size", "match"),
+        [
+            ((-1e308, 0, 1e308, 10), None, "finite"),  # finite corners, an infinite side
+            ((0, 0, 1e-310, 10), None, "at least 1 px"),  # S / side would overflow
+            ((0, 0, 0.5, 10), None, "at least 1 px"),
+            ((200, 0, 300, 50), (100, 80), "entirely outside the 100 x 80 image"),
+            ((0, -100, 50, -0.6), (100, 80), "entirely outside"),
+            ((-1e4, -1e4, 1e4, 1e4), (100, 80), "exceeds 16 x"),
+        ],
+    )
+    def test_box_problem(self, box, size, match):
+        assert match in G.box_problem(box, size)
+        with pytest.raises(ValueError, match="invalid box"):
+            G.box_to_crop_matrix(box, 64) if size is None else _raise(G.box_problem(box, size))
+
+    def test_box_problem_accepts_boxes_overlapping_the_image(self):
+        assert G.box_problem((-0.5, -0.5, 99.5, 79.5), (100, 80)) is None
+        assert G.box_problem((-50, -50, 0, 0), (100, 80)) is None  # a corner on the top-left pixel
+        assert G.box_problem((0, 0, 1, 1)) is None
+
     def test_bad_args(self):
         with pytest.raises(ValueError, match="square"):
             G.box_to_crop_matrix((0, 0, 10, 10), (64, 32))
@@ -330,3 +351,7 @@ class TestFlipLandmarks:
             G.flip_landmarks(np.zeros((5, 2)), 0, range(5))
         with pytest.raises(ValueError, match=r"\(\.\.\., K, 2\)"):
             G.flip_landmarks(np.zeros(5), 10, range(5))
+
+
+def _raise(problem: str) -> None:
+    raise ValueError(f"invalid box: {problem}")

@@ -61,9 +61,9 @@ class TestJsonlLogger:
         again = JsonlLogger(path)  # a resumed run appends
         again.log(2, {"loss": 0.25, "val": math.inf})
         again.close()
-        records = [json.loads(line) for line in path.read_text().splitlines()]
+        records = [json.loads(line, parse_constant=pytest.fail) for line in path.read_text().splitlines()]
         assert [r["step"] for r in records] == [1, 2]
-        assert records[1] == {"step": 2, "loss": 0.25, "val": math.inf}
+        assert records[1] == {"step": 2, "loss": 0.25, "val": None}  # strict JSON: no Infinity, null instead
 
     def test_step_is_reserved(self, tmp_path):
         logger = JsonlLogger(tmp_path / "m.jsonl")

@@ -280,6 +280,16 @@ class TestAdaptiveWingLoss:
 
 
 class TestLossWeightMap:
+    def test_nan_options_and_out_of_range_targets_are_refused(self):
+        target = torch.zeros(1, 1, 4, 4)
+        for name in ("threshold", "weight"):  # a NaN threshold would switch the map off without a word
+            with pytest.raises(ValueError, match=f"{name} must be finite"):
+                loss_weight_map(target, **{name: float("nan")})
+        for bad in (1.5, -0.1, float("nan")):
+            target[0, 0, 1, 1] = bad
+            with pytest.raises(ValueError, match=r"target values must lie in \[0, 1\]"):
+                loss_weight_map(target)
+
     @staticmethod
     def scipy_map(target: torch.Tensor, size: int = 3) -> torch.Tensor:
         planes = target.reshape(-1, *target.shape[-2:]).numpy()

@@ -127,6 +127,31 @@ def test_builds_into_the_cache_dir(tmp_path):
     assert list((tmp_path / "kernels").iterdir()) == built  # no temporary files left
 
 
+@needs_kernel
+def test_corrupt_cached_kernel_is_rebuilt(tmp_path):
+    code = "from awing.losses import native; print(native.available())"
+    run_python(code, AWING_CACHE_DIR=str(tmp_path))
+    (built,) = (tmp_path / "kernels").glob("awing_kernel-*.so")
+    built.write_bytes(b"\x7fELF truncated")  # a half-written or corrupted cache entry
+    assert run_python(code, AWING_CACHE_DIR=str(tmp_path)).stdout.split() == ["True"]
+    assert built.stat().st_size > 1000  # rebuilt in place
+
+
+def test_private_build_folder_is_removed(monkeypatch, tmp_path):
+    cache = tmp_path / "cache"
+    cache.write_text("")  # a file where the cache folder should be: not writable as a folder
+    monkeypatch.setenv("AWING_CACHE_DIR", str(cache))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(native.tempfile, "tempdir", None)  # re-read TMPDIR
+    native._kernel.cache_clear()
+    try:
+        native.available()
+        assert not list(tmp_path.glob("awing-kernel-*"))
+    finally:
+        monkeypatch.undo()
+        native._kernel.cache_clear()
+
+
 def test_disabled_by_environment():
     out = run_python("from awing.losses import native; print(native.available())", AWING_NATIVE="0").stdout
     assert out.strip() == "False"

@@ -253,7 +253,7 @@ class TestInputs:
         code, _, err = run(capsys, *args, "--out", tmp_path / "taken", "--format", "jsonl")
         assert code == 2 and "cannot open the output" in err
         code, _, err = run(capsys, *args, "--out", tmp_path / "taken")
-        assert code == 1 and "a.png: cannot write the output" in err
+        assert code == 1 and "a.png: cannot write " in err and "a.json" in err
 
 
 class TestUsageErrors:

@@ -346,7 +346,7 @@ class TestLandmarkTrainingSet:
         dataset = write_dataset(tmp_path, count=1)
         record = dataset.records[0]
         dataset.records[0] = LandmarkRecord(record.image_path, record.landmarks_img, record.visible, np.zeros(4))
-        with pytest.raises(DataError, match=r"face_0\.png: cannot build training sample 0: box must satisfy"):
+        with pytest.raises(DataError, match=r"face_0\.png: cannot build training sample 0: invalid box"):
             training_set(dataset)[0]
 
     def test_from_config(self, tmp_path):

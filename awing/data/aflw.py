@@ -76,6 +76,16 @@ def _load_array(path: Path, shape: tuple[int | None, ...], dataset: str) -> np.n
     return array.astype(np.float64)
 
 
+def _check_marked(raw: np.ndarray, pts_path: Path, item: str) -> None:
+    """AFLW's 21 points (K x 2, original pixels) mark an invisible point by a negative x, never by NaN or infinity:
+    such a value is a broken annotation, not an invisible point."""
+    bad = np.flatnonzero(~np.isfinite(raw).all(axis=1))
+    if len(bad):
+        raise DataError(
+            f"point {bad[0]} is {raw[bad[0]].tolist()}: not finite (invisible is x < 0)", pts_path, None, item
+        )
+
+
 def _yaw_record(
     points: np.ndarray, visible: np.ndarray, image_path: Path, pts_path: Path, item: str, yaw: float
 ) -> LandmarkRecord:
@@ -136,6 +146,8 @@ class AFLW2000Dataset(LandmarkDataset):
         for i in order:
             visible = coords[i, :, 0] >= 0 if points == "21" else np.ones(num_points, dtype=bool)
             with invalid:
+                if points == "21":
+                    _check_marked(coords[i], pts_path, f"row {i}, {names[i]}")
                 records.append(
                     _yaw_record(coords[i], visible, images / names[i], pts_path, f"row {i}, {names[i]}", yaws[i])
                 )
@@ -183,6 +195,7 @@ class AFLWDataset(LandmarkDataset):
         for i in order:
             visible = visible_all[i]
             with invalid:
+                _check_marked(raw[i], pts_path, f"row {i}, {names[i]}")
                 if not (roi[i, 2] > roi[i, 0] and roi[i, 3] > roi[i, 1]):
                     raise DataError(
                         f"crop box {roi[i].tolist()} has no area", root / "crop_roi_box.npy", item=f"row {i}"

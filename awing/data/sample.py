@@ -77,6 +77,10 @@ def tight_box(landmarks: np.ndarray) -> np.ndarray:
     return np.concatenate([points.min(axis=0), points.max(axis=0)]).astype(np.float32)
 
 
+MAX_COORDINATE = 65536.0
+"""Largest ``|x|`` or ``|y|`` of an annotated point (JPEG's largest side): beyond it a point is a typo, not a face."""
+
+
 def make_record(
     landmarks: np.ndarray,
     *,
@@ -92,9 +96,9 @@ def make_record(
 ) -> LandmarkRecord:
     """Validate one annotation and build its record; every failure is a :class:`DataError` at ``file:line``.
 
-    Checks: K x 2 points with K == ``num_points``; finite values; at least one visible point; a finite box with
-    x1 > x0 and y1 > y0 (the tight box of the visible points when ``box`` is None); with ``check_image``, that the
-    image file exists.
+    Checks: K x 2 points with K == ``num_points``; finite values within :data:`MAX_COORDINATE`; at least one
+    visible point; a finite box with x1 > x0 and y1 > y0 (the tight box of the visible points when ``box`` is
+    None); with ``check_image``, that the image file exists.
     """
     points = np.asarray(landmarks, dtype=np.float32)
     if points.ndim != 2 or points.shape[1] != 2:
@@ -103,6 +107,14 @@ def make_record(
         raise DataError(f"{len(points)} points; the scheme has {num_points}", file, line, item)
     if not np.isfinite(points).all():
         raise DataError("a landmark coordinate is NaN or infinite", file, line, item)
+    far = np.flatnonzero((np.abs(points) > MAX_COORDINATE).any(axis=1))
+    if len(far):
+        raise DataError(
+            f"point {far[0]} at {points[far[0]].tolist()} lies outside any image (|x|, |y| <= {MAX_COORDINATE:g} px)",
+            file,
+            line,
+            item,
+        )
     mask = np.ones(num_points, dtype=bool) if visible is None else np.asarray(visible, dtype=bool).reshape(-1)
     if mask.shape != (num_points,):
         raise DataError(f"visibility has {mask.size} values for {num_points} points", file, line, item)

@@ -59,7 +59,7 @@ from awing.data.sample import FaceSample
 from awing.data.targets import face_targets, heatmap_targets
 from awing.landmarks import LandmarkScheme, get_scheme
 
-__all__ = ["LandmarkTrainingSet", "seed_worker", "training_loader"]
+__all__ = ["EpochSampler", "LandmarkTrainingSet", "seed_worker", "training_loader"]
 
 
 class FaceDataset(Protocol):
@@ -90,36 +90,72 @@ def seed_worker(worker_id: int) -> None:
     cv2.setRNGSeed(torch.initial_seed() % 2**31)
 
 
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """A shuffled order of ``range(size)`` that is a function of ``(seed, epoch)`` only.
+
+    The order of epoch ``e`` is ``torch.randperm`` under a generator seeded from ``(seed, e)``: it does not depend
+    on what ran before (a DataLoader's own generator is also drawn from for its workers' seeds, once per
+    iterator, so a continued loader and a rebuilt one would otherwise shuffle differently). ``start`` skips the
+    first ``start`` indices of the epoch (a run resumed mid-epoch continues where it stopped).
+
+    >>> sampler = EpochSampler(5, seed=0)
+    >>> sampler.set_epoch(3)
+    >>> order = list(sampler)
+    >>> sampler.set_epoch(3, start=2)
+    >>> list(sampler) == order[2:] and sorted(order) == [0, 1, 2, 3, 4]
+    True
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed = int(size), int(seed)
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        if not 0 <= start <= self.size:
+            raise ValueError(f"start must be in [0, {self.size}], got {start}")
+        self.epoch, self.start = int(epoch), int(start)
+
+    def __iter__(self):
+        seed = int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1, np.uint64)[0]) >> 1
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(seed))
+        return iter(order[self.start :].tolist())
+
+    def __len__(self) -> int:
+        return self.size - self.start
+
+
 def training_loader(
     data: torch.utils.data.Dataset,
     batch_size: int,
     num_workers: int,
     device: torch.device,
     *,
+    seed: int = 0,
     sampler: torch.utils.data.Sampler | None = None,
     collate_fn: Any = None,
-) -> tuple[torch.utils.data.DataLoader, torch.Generator]:
-    """The training DataLoader of the landmark and detector trainers, and the generator that orders an epoch.
+) -> tuple[torch.utils.data.DataLoader, Any]:
+    """The training DataLoader of the landmark and detector trainers, and its sampler.
 
-    Shuffled (or driven by ``sampler``), full batches only, spawned persistent workers (:func:`worker_context`)
-    seeded by :func:`seed_worker`, pinned memory on CUDA. Seed the returned generator before each epoch.
+    Shuffled by an :class:`EpochSampler` of ``seed`` (or driven by ``sampler``, e.g. a ``DistributedSampler``),
+    full batches only, spawned persistent workers (:func:`worker_context`) seeded by :func:`seed_worker`, pinned
+    memory on CUDA. Call ``sampler.set_epoch(epoch)`` before each epoch. The workers' base seed comes from a
+    generator seeded with ``seed``, drawn once per iterator: with persistent workers, once per run.
     """
-    generator = torch.Generator()
+    sampler = EpochSampler(len(data), seed) if sampler is None else sampler
     loader = torch.utils.data.DataLoader(
         data,
         batch_size=batch_size,
-        shuffle=sampler is None,
         sampler=sampler,
         num_workers=num_workers,
         multiprocessing_context=worker_context(num_workers),
         collate_fn=collate_fn,
         worker_init_fn=seed_worker,
-        generator=generator,
+        generator=torch.Generator().manual_seed(seed),
         drop_last=True,
         pin_memory=device.type == "cuda",
         persistent_workers=num_workers > 0,
     )
-    return loader, generator
+    return loader, sampler
 
 
 class LandmarkTrainingSet(torch.utils.data.Dataset):

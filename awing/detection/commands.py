@@ -16,6 +16,7 @@ from pathlib import Path
 from awing.config import load_config
 from awing.detection.config import DetectorConfig
 from awing.engine.commands import add_run_arguments, guarded, resume_path
+from awing.engine.loggers import strict_json
 
 __all__ = ["add_eval_detector_parser", "add_train_detector_parser"]
 
@@ -69,7 +70,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         out_dir=args.out,
         progress=False if args.no_progress else None,
     )
-    print(json.dumps(report, indent=2))
+    print(strict_json(report, indent=2))
     print(f"awing eval-detector: wrote {out / 'report.json'}", file=sys.stderr)
     return 0
 

@@ -247,7 +247,12 @@ class InferenceConfig:
     max_detections: int = _field(750, "boxes kept after NMS")
 
     def __post_init__(self) -> None:
-        _require(self.input_max_side >= 32, "input_max_side", ">= 32", self.input_max_side)
+        _require(
+            isinstance(self.input_max_side, int) and 32 <= self.input_max_side <= 4096,
+            "input_max_side",
+            "an integer in [32, 4096]",
+            self.input_max_side,
+        )
         _require(0 <= self.score_threshold <= 1, "score_threshold", "in [0, 1]", self.score_threshold)
         _require(0 < self.nms_iou <= 1, "nms_iou", "in (0, 1]", self.nms_iou)
         _require(0 < self.nms_containment <= 1, "nms_containment", "in (0, 1]", self.nms_containment)

@@ -4,8 +4,10 @@ Pipeline per image (batched): resize so that the longer side equals ``input_max_
 pixel centres map to pixel centres: ``x_in = (x + 0.5) k - 0.5`` with ``k = new_width / width``, the same for
 ``y``), pad bottom and right to a multiple of 32 with black (0, what the convolutions' own zero padding sees), run
 the network once on the batch, then per image: sigmoid scores, score threshold, the ``pre_nms_top_k`` best, decode
-boxes and points, NMS (all images in one call), the ``max_detections`` best, and the inverse resize. Boxes are not
-clipped to the image.
+boxes and points, NMS (all images in one call), the ``max_detections`` best, the inverse resize, and the image-content
+check of :mod:`awing.detection.content` (a box on a flat or smoothly shaded area is dropped: no face in a blank image
+or a gradient, whatever the weights). Boxes are not clipped to the image. Images of different input sizes go through
+the network separately (:meth:`FaceDetector.detect_batch`), so a result does not depend on the rest of the batch.
 
 No face gives empty arrays of the right shapes, never ``None`` or an exception.
 
@@ -29,10 +31,11 @@ from torch import Tensor
 
 from awing.detection.anchors import decode_boxes, decode_landmarks, generate_anchors
 from awing.detection.config import DetectorModelConfig, InferenceConfig
+from awing.detection.content import has_texture
 from awing.detection.network import FaceDetectorNet, fuse_batchnorm
 from awing.detection.nms import batched_nms
 from awing.inference import resolve_device
-from awing.models.weights import load_state_dict_strict, read_safetensors
+from awing.models.weights import check_fits, load_state_dict_strict, read_metadata, read_safetensors
 from awing.runtime import OnnxRunner, resolve_backend, torch_threads
 from awing.version import __version__
 
@@ -42,6 +45,8 @@ DETECTOR_FORMAT = "awing.detector.v1"
 PAD_VALUE = 0
 """Padding value (black): the network's input is not normalised, so this equals its convolutions' zero padding."""
 SIZE_DIVISOR = 32
+MAX_WIDTH_MULT = 8.0
+"""Largest backbone width a detector file may claim (the bundled one uses 0.25)."""
 
 
 def _check_image(image: np.ndarray, index: int | None = None) -> None:
@@ -138,14 +143,23 @@ class FaceDetector:
             self._anchors[key] = generate_anchors(sizes, self.config.strides, self.config.anchor_sizes, self.device)
         return self._anchors[key]
 
+    def _resized_size(self, image: np.ndarray) -> tuple[int, int]:
+        """``(width, height)`` of ``image`` resized so that its longer side is ``input_max_side``."""
+        h, w = image.shape[:2]
+        k = self.settings.input_max_side / max(h, w)
+        return max(1, round(w * k)), max(1, round(h * k))
+
+    def _padded_size(self, image: np.ndarray) -> tuple[int, int]:
+        """``(height, width)`` of the network input of ``image`` alone: the resized size padded to a multiple of 32."""
+        new_w, new_h = self._resized_size(image)
+        return SIZE_DIVISOR * math.ceil(new_h / SIZE_DIVISOR), SIZE_DIVISOR * math.ceil(new_w / SIZE_DIVISOR)
+
     def _prepare(self, images: Sequence[np.ndarray]) -> tuple[Tensor, np.ndarray]:
         """Resized, padded ``B x 3 x H x W`` float batch (channels-last) and the per-image ``(kx, ky)`` scales."""
-        side = self.settings.input_max_side
         resized, scales = [], []
         for image in images:
             h, w = image.shape[:2]
-            k = side / max(h, w)
-            new_w, new_h = max(1, round(w * k)), max(1, round(h * k))
+            new_w, new_h = self._resized_size(image)
             if (new_w, new_h) != (w, h):
                 image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
             resized.append(image)
@@ -172,17 +186,29 @@ class FaceDetector:
         return self.detect_batch([image])[0]
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
-        """:meth:`detect` for a list of images of any sizes, in one network call."""
+        """:meth:`detect` for a list of images of any sizes: one network call per input size.
+
+        Images whose padded inputs have the same size go through together; each gets exactly the padding it would
+        get alone, so an image's faces do not depend on the other images of the call (padding an image further,
+        to a larger image's size, changes the network's outputs near its border).
+        """
         images = check_images(images)
-        if len(images) == 0:
-            return []
-        with torch.inference_mode(), torch_threads(None if self._runner is None else 1):  # see awing.runtime
-            batch, scales = self._prepare(images)
-            if self._runner is None:
-                logits, box_deltas, landmark_deltas = self.model(batch)
-            else:
-                logits, box_deltas, landmark_deltas = map(torch.from_numpy, self._runner(batch.numpy()))
-            return self._postprocess(logits, box_deltas, landmark_deltas, batch.shape[-2:], scales)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(images):
+            groups.setdefault(self._padded_size(image), []).append(i)
+        results: list[dict[str, np.ndarray]] = [{}] * len(images)
+        for members in groups.values():
+            with torch.inference_mode(), torch_threads(None if self._runner is None else 1):  # see awing.runtime
+                batch, scales = self._prepare([images[i] for i in members])
+                if self._runner is None:
+                    logits, box_deltas, landmark_deltas = self.model(batch)
+                else:
+                    logits, box_deltas, landmark_deltas = map(torch.from_numpy, self._runner(batch.numpy()))
+                found = self._postprocess(logits, box_deltas, landmark_deltas, batch.shape[-2:], scales)
+            for i, result in zip(members, found, strict=True):
+                textured = np.array([has_texture(images[i], box) for box in result["boxes"]], dtype=bool)
+                results[i] = {key: value[textured] for key, value in result.items()}
+        return results
 
     def _postprocess(
         self, logits: Tensor, box_deltas: Tensor, landmark_deltas: Tensor, size: torch.Size, scales: np.ndarray
@@ -262,15 +288,24 @@ def load_detector(path: str | Path) -> tuple[FaceDetectorNet, InferenceConfig]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"detector weights not found: {path}")
-    tensors, metadata = read_safetensors(path)
+    metadata = read_metadata(path)
     if metadata.get("format") != DETECTOR_FORMAT or "model_config" not in metadata:
         raise ValueError(
             f"{path} is not an awing detector file (expected metadata format {DETECTOR_FORMAT!r} and a model_config; "
             f"got keys {sorted(metadata)}); write it with awing.detection.save_detector"
         )
-    stored = json.loads(metadata["model_config"])
-    config = DetectorModelConfig(**{**stored, "variances": tuple(stored["variances"])})
+    try:
+        stored = json.loads(metadata["model_config"])
+        config = DetectorModelConfig(**{**stored, "variances": tuple(stored["variances"])})
+        settings = InferenceConfig(**json.loads(metadata.get("inference", "{}")))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: invalid detector metadata: {type(err).__name__}: {err}") from None
+    if config.width_mult > MAX_WIDTH_MULT:
+        raise ValueError(
+            f"{path}: invalid detector metadata: width_mult={config.width_mult} (at most {MAX_WIDTH_MULT})"
+        )
+    tensors, _ = read_safetensors(path)
+    check_fits(lambda: FaceDetectorNet(config), tensors, path)
     model = FaceDetectorNet(config)
     load_state_dict_strict(model, tensors)
-    settings = InferenceConfig(**json.loads(metadata.get("inference", "{}")))
     return model.eval(), settings

@@ -44,7 +44,6 @@ WIDER evaluation here does, as its official code).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -65,6 +64,7 @@ from awing.detection.config import DetectorConfig, InferenceConfig
 from awing.detection.data import DetectionDataset, build_detection_dataset
 from awing.detection.detector import FaceDetector, load_detector
 from awing.detection.network import FaceDetectorNet
+from awing.engine.loggers import strict_json
 from awing.inference import resolve_device
 
 __all__ = [
@@ -623,5 +623,5 @@ def run_detector_evaluation(
         }
     out = Path(weights).parent / f"eval_{cfg.data.name}_{split}" if out_dir is None else Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out / "report.json").write_text(strict_json(report, indent=2) + "\n", encoding="utf-8")
     return report, out

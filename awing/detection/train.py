@@ -10,8 +10,9 @@ the hook sees every iteration's classification and box losses, and its state goe
 As the landmark trainer, through the same loop: float16 autocast and gradient scaling on CUDA (``optim.amp``; the
 loss is computed in float32), an exponential moving average of the weights (``optim.ema``; validation and the
 release weights use it), ``torchrun`` DistributedDataParallel (``data.batch_size`` per process; rank 0 validates,
-logs and saves) and exact resume (on CPU with ``data.num_workers=0`` the weights equal an uninterrupted run's bit
-for bit).
+logs and saves), exact resume (on CPU the weights equal an uninterrupted run's bit for bit, with or without
+workers; a Ctrl-C mid-epoch writes a resumable ``last.pt``), the run-folder lock and ``metrics.jsonl`` cut back on
+resume (:mod:`awing.engine.loop`).
 
 Validation (every ``run.val_every`` epochs and after the last): :class:`~awing.detection.detector.FaceDetector` on
 the original validation images (resized to ``inference.input_max_side``) with detections down to

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import tempfile
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
@@ -74,11 +75,22 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch reports a full disk as "unexpected pos ..."
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(f"cannot write checkpoint {path}: {err}{_free_space(path.parent)}") from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _free_space(folder: Path) -> str:
+    """``" (N MiB free on that disk)"`` for an error message; empty when unknown."""
+    try:
+        return f" ({shutil.disk_usage(folder).free / 2**20:.0f} MiB free on that disk)"
+    except OSError:
+        return ""
 
 
 def _fsync_dir(folder: Path) -> None:

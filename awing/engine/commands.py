@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from awing.config import ConfigError, TrainConfig, load_config
+from awing.engine.loggers import strict_json
 
 __all__ = ["add_eval_parser", "add_train_parser"]
 
@@ -32,14 +33,30 @@ def guarded(command: str, run: Callable[[argparse.Namespace], int]) -> Callable[
         except (ConfigError, FileNotFoundError) as err:
             print(f"awing {command}: error: {err}", file=sys.stderr)
             return 2
-        except KeyboardInterrupt:
-            print(f"awing {command}: interrupted", file=sys.stderr)
+        except KeyboardInterrupt as err:
+            print(f"awing {command}: interrupted" + (f"; {err}" if str(err) else ""), file=sys.stderr)
             return 130
         except (ArithmeticError, ImportError, OSError, RuntimeError, ValueError) as err:
-            print(f"awing {command}: error: {err}", file=sys.stderr)
+            print(f"awing {command}: error: {error_message(err)}", file=sys.stderr)
             return 1
 
     return wrapper
+
+
+def error_message(err: BaseException) -> str:
+    """``str(err)``, except for an error re-raised from a DataLoader worker: torch puts the worker's whole traceback
+    in its message; only the original error's last line is kept (``Type: message`` -> ``message``).
+
+    >>> error_message(ValueError("Caught ValueError in DataLoader worker process 0.\\nOriginal Traceback (most "
+    ...     "recent call last):\\n  File \\"x.py\\", line 1\\nawing.data.io.DataError: a.png: truncated\\n"))
+    'a.png: truncated'
+    """
+    text = str(err)
+    if "Original Traceback (most recent call last)" not in text:
+        return text
+    last = text.rstrip().splitlines()[-1]
+    kind, _, message = last.partition(": ")
+    return message if message and kind.replace(".", "").replace("_", "").isalnum() else last
 
 
 def add_run_arguments(p: argparse.ArgumentParser, example: str) -> None:
@@ -104,7 +121,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         out_dir=args.out,
         progress=False if args.no_progress else None,
     )
-    print(json.dumps(report, indent=2))
+    print(strict_json(report, indent=2))
     print(f"awing eval: wrote {out / 'report.json'} and {out / 'ced.png'}", file=sys.stderr)
     return 0
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from awing.codecs import HeatmapCodec
 from awing.config import ConfigError, DataConfig, TrainConfig
 from awing.data import DATASETS, LandmarkDataset, LandmarkTrainingSet, build_dataset
 from awing.data.training import worker_context
+from awing.engine.loggers import strict_json
 from awing.inference import InferenceSettings, predict_crops, resolve_device
 from awing.landmarks import LandmarkScheme, get_scheme
 from awing.metrics import NORMS, auc, ced_curve, failure_rate, nme
@@ -80,6 +80,10 @@ def open_dataset(cfg: DataConfig, split: str) -> LandmarkDataset:
     kwargs: dict[str, Any] = {}
     if "scheme" in params:
         kwargs["scheme"] = scheme.name
+    if cfg.skip_invalid:
+        if "skip_invalid" not in params:
+            raise ConfigError(f"data.skip_invalid=true: data set {key!r} has no invalid-annotation skipping")
+        kwargs["skip_invalid"] = True
     if key == "aflw2000-3d":
         if scheme.name not in ("68", "21"):
             raise ConfigError(f"aflw2000-3d provides the 68- and 21-point schemes, got data.scheme={cfg.scheme!r}")
@@ -340,7 +344,7 @@ def run_evaluation(
     report = {"dataset": data_cfg.name, "split": split, "weights": str(weights), **evaluation.report}
     out = Path(weights).parent / f"eval_{data_cfg.name}_{split}" if out_dir is None else Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out / "report.json").write_text(strict_json(report, indent=2) + "\n", encoding="utf-8")
     title = f"{data_cfg.name} {split}: CED of NME ({report['norm']})"
     save_ced_png(out / "ced.png", evaluation.ced_curves(threshold), title=title)
     return report, out

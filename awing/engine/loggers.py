@@ -22,7 +22,26 @@ from typing import Any, Protocol, TextIO
 
 from awing.config import LoggingConfig
 
-__all__ = ["ConsoleLogger", "JsonlLogger", "Logger", "MultiLogger", "WandbLogger", "build_logger"]
+__all__ = ["ConsoleLogger", "JsonlLogger", "Logger", "MultiLogger", "WandbLogger", "build_logger", "strict_json"]
+
+
+def strict_json(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` that writes valid JSON only: NaN and infinite floats become ``null`` (``allow_nan=False``).
+
+    >>> strict_json({"nme": float("nan"), "auc": [0.5, float("inf")]})
+    '{"nme": null, "auc": [0.5, null]}'
+    """
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, Mapping):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    return json.dumps(clean(obj), allow_nan=False, **kwargs)
 
 
 class Logger(Protocol):
@@ -104,7 +123,7 @@ class JsonlLogger:
         values = _scalar_metrics(step, metrics)
         if "step" in values:
             raise ValueError("'step' is reserved in JSONL records; pass it as the step argument")
-        self._file.write(json.dumps({"step": step, **values}) + "\n")
+        self._file.write(strict_json({"step": step, **values}) + "\n")
         self._file.flush()
 
     def log_config(self, config: Mapping[str, Any]) -> None:

@@ -11,11 +11,17 @@ task's loss in float32 -> backward through the gradient scaler -> optional gradi
 each milestone epoch) -> the task's ``after_step`` (the detector's ALWA) -> optional EMA of the weights
 (``optim.ema``, :class:`ModelEma`; validation and the release weights use the average).
 
-Reproducibility: the shuffle order of epoch ``e`` comes from a generator seeded with ``seed + e`` (the
-DistributedSampler does the same), and augmentation from ``(seed, e, index)`` (the tasks' datasets), so an epoch does
-not depend on what ran before it; the checkpoint written at the end of every epoch also holds the global RNG states,
-the optimiser, scheduler, gradient scaler, EMA and the task's own state. Resuming from it continues exactly: on CPU
-with ``run.deterministic=true`` and ``data.num_workers=0`` the weights equal an uninterrupted run's bit for bit.
+Reproducibility: the shuffle order of epoch ``e`` is a function of ``(seed, e)`` only
+(:class:`~awing.data.training.EpochSampler`; the DistributedSampler's of ``seed + e``), and augmentation comes from
+``(seed, e, index)`` (the tasks' datasets), so an epoch does not depend on what ran before it, nor on DataLoader
+workers; the checkpoint written at the end of every epoch also holds the global RNG states, the optimiser,
+scheduler, gradient scaler, EMA and the task's own state. A Ctrl-C mid-epoch writes ``last.pt`` after the current
+step (``epoch_step`` batches into the epoch; not under torchrun). Resuming from either continues exactly: on CPU
+with ``run.deterministic=true`` the weights equal an uninterrupted run's bit for bit, with or without workers.
+
+One training writes a run folder at a time (:func:`~awing.engine.run_folder.run_lock`); ``metrics.jsonl`` starts
+empty for a fresh run and is cut back to the checkpoint's step on resume
+(:func:`~awing.engine.run_folder.prepare_metrics`).
 
 Files in the run folder (``run.run_dir``): ``config.yaml`` (the resolved config), ``metrics.jsonl``, ``last.pt`` and
 ``best.pt`` (lowest validation metric; atomic writes, :mod:`awing.engine.checkpoint`), ``best.safetensors`` (release
@@ -49,6 +55,7 @@ from awing.config import ConfigError, ScheduleConfig, config_to_dict, save_confi
 from awing.data.training import training_loader
 from awing.engine.checkpoint import CheckpointManager
 from awing.engine.loggers import build_logger
+from awing.engine.run_folder import StopRequest, prepare_metrics, run_lock
 from awing.engine.seeding import rng_state, seed_everything, set_rng_state
 from awing.inference import resolve_device
 from awing.models.weights import load_state_dict_strict
@@ -279,12 +286,14 @@ def run_training(
     ``progress``: tqdm bars on stderr (None: only when stderr is a terminal; always off on ranks > 0).
 
     Raises:
-        ConfigError: a run folder that already holds a checkpoint without ``run.resume``, a checkpoint of another
-            network, or fewer training items than one batch.
+        ConfigError: a run folder that already holds a checkpoint without ``run.resume`` or that another training
+            is writing (:func:`~awing.engine.run_folder.run_lock`), a checkpoint of another network, or fewer
+            training items than one batch.
     """
     ctx, device = setup_distributed(cfg.run.device)
     try:
-        return _run(cfg, make_task, ctx, device, progress)
+        with run_lock(cfg.run.run_dir, enabled=ctx.is_main):
+            return _run(cfg, make_task, ctx, device, progress)
     finally:
         if ctx.enabled and dist.is_initialized():
             dist.destroy_process_group()
@@ -312,8 +321,14 @@ def _run(
         sampler = DistributedSampler(
             task.train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg.run.seed, drop_last=True
         )
-    loader, generator = training_loader(
-        task.train_set, cfg.data.batch_size, cfg.data.num_workers, device, sampler=sampler, collate_fn=task.collate_fn
+    loader, sampler = training_loader(
+        task.train_set,
+        cfg.data.batch_size,
+        cfg.data.num_workers,
+        device,
+        seed=cfg.run.seed,
+        sampler=sampler,
+        collate_fn=task.collate_fn,
     )
     if len(loader) == 0:
         raise ConfigError(
@@ -328,12 +343,15 @@ def _run(
     use_amp = cfg.optim.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     ema = ModelEma(model, cfg.optim.ema) if cfg.optim.ema > 0 else None
-    epoch, step = 0, 0
+    epoch, step, epoch_step = 0, 0, 0  # epoch_step: batches done of an epoch resumed midway
+    epoch_sums: dict[str, float] = {}  # the loss sums of those batches
     if cfg.run.resume is not None:
         state = checkpoints.resume(cfg.run.resume)
         epoch, step = restore_training_state(
             state, cfg.run.resume, model, task.model_config, optimizer, scheduler, kind=task.kind
         )
+        epoch_step = int(state.get("epoch_step", 0))
+        epoch_sums = {k: float(v) for k, v in (state.get("epoch_sums") or {}).items()}
         if state.get("scaler") is not None:  # absent in checkpoints of the former detector loop
             scaler.load_state_dict(state["scaler"])
         if ema is not None:
@@ -347,58 +365,87 @@ def _run(
     logger = None
     if ctx.is_main:
         save_config(cfg, run_dir / "config.yaml")
+        prepare_metrics(run_dir / "metrics.jsonl", None if cfg.run.resume is None else step)
         logger = build_logger(cfg.logging, run_dir, name=cfg.run.name, config=config_to_dict(cfg))
         logger.log_config(config_to_dict(cfg))
     result = TrainResult(run_dir, epoch, step, checkpoints.best_metric)
+
+    def training_state() -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "step": step,
+            "model": model.state_dict(),
+            "model_config": task.model_config,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "ema": None if ema is None else ema.state_dict(),
+            "rng": rng_state(),
+            "config": config_to_dict(cfg),
+            **task.state(),
+        }
+
+    stop = StopRequest()
     try:
         while epoch < cfg.schedule.epochs:
             task.train_set.set_epoch(epoch)
-            generator.manual_seed(cfg.run.seed + epoch)
-            if sampler is not None:
-                sampler.set_epoch(epoch)
+            sampler.set_epoch(epoch)
+            if epoch_step:  # resumed from an interrupted epoch: its first epoch_step batches are done
+                sampler.set_epoch(epoch, start=epoch_step * cfg.data.batch_size)
             model.train()
             started = time.perf_counter()
             data_time = 0.0
-            sums = {key: torch.zeros((), device=device) for key in task.summed}
+            sums = {key: torch.tensor(epoch_sums.get(key, 0.0), device=device) for key in task.summed}
             bar = tqdm(
-                loader,
+                stop.start(loader),
+                total=len(loader),
                 desc=f"epoch {epoch + 1}/{cfg.schedule.epochs}",
                 leave=False,
                 file=sys.stderr,
                 disable=True if not ctx.is_main else None if progress is None else not progress,
             )
             tick = time.perf_counter()
-            for batch in bar:
-                data_time += time.perf_counter() - tick
-                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    outputs = task.forward(train_model, batch, device)
-                losses = task.loss(outputs, batch, device)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(losses["loss"]).backward()
-                if cfg.optim.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                task.after_step(losses)
-                if ema is not None:
-                    ema.update(model, step)
-                step += 1
-                for key, total in sums.items():
-                    total += losses[key].detach()
-                if logger is not None and step % cfg.run.log_every == 0:
-                    values = {k: v.item() for k, v in losses.items()}
-                    if not math.isfinite(values["loss"]):
-                        raise FloatingPointError(f"training loss is {values['loss']} at step {step}, epoch {epoch + 1}")
-                    bar.set_postfix(loss=f"{values['loss']:.4g}")
-                    logger.log(
-                        step,
-                        {"epoch": epoch + 1, **values, "lr": optimizer.param_groups[0]["lr"], **task.log_values()},
-                    )
-                tick = time.perf_counter()
+            with stop:
+                for batch in bar:
+                    data_time += time.perf_counter() - tick
+                    with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                        outputs = task.forward(train_model, batch, device)
+                    losses = task.loss(outputs, batch, device)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(losses["loss"]).backward()
+                    if cfg.optim.grad_clip > 0:
+                        scaler.unscale_(optimizer)
+                        nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    scheduler.step()
+                    task.after_step(losses)
+                    if ema is not None:
+                        ema.update(model, step)
+                    step += 1
+                    epoch_step += 1
+                    for key, total in sums.items():
+                        total += losses[key].detach()
+                    if logger is not None and step % cfg.run.log_every == 0:
+                        values = {k: v.item() for k, v in losses.items()}
+                        if not math.isfinite(values["loss"]):
+                            raise FloatingPointError(
+                                f"training loss is {values['loss']} at step {step}, epoch {epoch + 1}"
+                            )
+                        bar.set_postfix(loss=f"{values['loss']:.4g}")
+                        logger.log(
+                            step,
+                            {"epoch": epoch + 1, **values, "lr": optimizer.param_groups[0]["lr"], **task.log_values()},
+                        )
+                    tick = time.perf_counter()
+                    if stop.requested:  # Ctrl-C: a resumable checkpoint at this step (module docstring)
+                        if ctx.is_main and not ctx.enabled:
+                            sums_now = {k: v.item() for k, v in sums.items()}
+                            checkpoints.save({**training_state(), "epoch_step": epoch_step, "epoch_sums": sums_now})
+                            raise KeyboardInterrupt(f"wrote {checkpoints.last_path} at step {step}: --resume continues")
+                        raise KeyboardInterrupt
             bar.close()
-            epoch += 1
+            epoch, epoch_step, epoch_sums = epoch + 1, 0, {}
             elapsed = time.perf_counter() - started
             summary: dict[str, Any] = {"epoch": epoch}
             summary.update({f"train_{k}": v.item() / steps_per_epoch for k, v in sums.items()})
@@ -418,20 +465,7 @@ def _run(
                 if task.validates and (epoch % cfg.run.val_every == 0 or final):
                     metric, values = task.validate(eval_model, progress)
                     summary.update(values)
-                state = {
-                    "epoch": epoch,
-                    "step": step,
-                    "model": model.state_dict(),
-                    "model_config": task.model_config,
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "ema": None if ema is None else ema.state_dict(),
-                    "rng": rng_state(),
-                    "config": config_to_dict(cfg),
-                    **task.state(),
-                }
-                summary["best"] = checkpoints.save(state, metric=metric)
+                summary["best"] = checkpoints.save(training_state(), metric=metric)
                 if summary["best"]:
                     task.export(eval_model, run_dir / "best.safetensors")
                 if final:

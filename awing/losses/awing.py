@@ -94,6 +94,8 @@ def _check_map_options(threshold: float, weight: float, kernel_size: int) -> Non
     for name, value in (("threshold", threshold), ("weight", weight)):
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+        if not math.isfinite(value):  # a NaN threshold would silently switch the weight map off
+            raise ValueError(f"{name} must be finite, got {value!r}")
 
 
 def _check_target_range(low: float, high: float) -> None:
@@ -178,6 +180,8 @@ def loss_weight_map(target: Tensor, *, threshold: float = 0.2, weight: float = 1
             f"and dtype {target.dtype}"
         )
     _check_map_options(threshold, weight, kernel_size)
+    if target.numel():
+        _check_target_range(*(float(v) for v in torch.aminmax(target.detach())))
     planes = target.detach().reshape(_planes(target.shape))
     with torch.no_grad():
         mask = _Dilation(torch.empty_like(planes), torch.empty_like(planes), kernel_size // 2)(planes, threshold)

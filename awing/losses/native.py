@@ -100,6 +100,18 @@ def _bind(path: Path):
     return fn
 
 
+def _load_or_build(compiler: str, flags: tuple[str, ...], path: Path):
+    """The kernel function from the cached library ``path``, rebuilt when it is absent or unloadable (a corrupt or
+    truncated file); None when it does not compile with ``flags``."""
+    if path.exists():
+        try:
+            return _bind(path)
+        except (OSError, AttributeError) as err:
+            _log.info("cached AWing kernel %s cannot be loaded (%s): rebuilding it", path, err)
+            path.unlink(missing_ok=True)
+    return _bind(path) if _build(compiler, flags, path) else None
+
+
 @functools.lru_cache(maxsize=1)
 def _kernel():
     """The bound C function, built on first call; None when no compiler or flag set works."""
@@ -115,17 +127,21 @@ def _kernel():
     except (OSError, subprocess.SubprocessError):
         version = ""
     stamp = [SOURCE.read_bytes(), compiler.encode(), version.encode(), _cpu_signature().encode()]
-    for make_directory in (lambda: cache_dir() / "kernels", lambda: Path(tempfile.mkdtemp(prefix="awing-kernel-"))):
-        try:  # the private temporary folder only when the cache is not writable
-            directory = make_directory()
+    for private in (False, True):  # the private temporary folder only when the cache is not writable
+        directory = None
+        try:
+            directory = Path(tempfile.mkdtemp(prefix="awing-kernel-")) if private else cache_dir() / "kernels"
             for flags in _FLAG_SETS:
                 key = hashlib.sha256(b"\0".join([*stamp, " ".join(_BASE_FLAGS + flags).encode()])).hexdigest()[:16]
-                path = directory / f"awing_kernel-{key}.so"
-                if path.exists() or _build(compiler, flags, path):
-                    return _bind(path)
+                kernel = _load_or_build(compiler, flags, directory / f"awing_kernel-{key}.so")
+                if kernel is not None:
+                    return kernel
             break  # no flag set compiles: this compiler does not work here
         except OSError as err:
             _log.debug("native AWing kernel: %s", err)
+        finally:  # a loaded library stays mapped after its file is removed (POSIX)
+            if private and directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
     _log.info("the native AWing kernel could not be built: the AWing loss uses its eager torch implementation")
     return None
 

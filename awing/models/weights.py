@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,10 +74,23 @@ def _names(keys: list[str], limit: int = 5) -> str:
     return f"{len(keys)} ({shown}{', ...' if len(keys) > limit else ''})"
 
 
-def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> None:
-    """Load ``state_dict`` into ``model`` after stripping prefixes; raise ``ValueError`` naming missing, unexpected
-    and mis-shaped keys. BatchNorm ``num_batches_tracked`` entries may be absent (old checkpoints)."""
-    state_dict = strip_prefixes(state_dict)
+def check_fits(build: Callable[[], nn.Module], state_dict: Mapping[str, Tensor], source: str | Path) -> None:
+    """Raise ``ValueError`` naming ``source`` unless ``state_dict`` fits the model ``build()`` makes, checked on
+    torch's ``meta`` device (no memory): a file whose metadata claims a huge model fails before it is built.
+    Also refuses non-finite (NaN, inf) weights."""
+    try:
+        with torch.device("meta"):
+            skeleton = build()
+        _check_keys_and_shapes(skeleton, strip_prefixes(state_dict))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{source}: {err}") from None
+    for key, value in state_dict.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{source}: tensor {key!r} holds NaN or infinite values; the weights are unusable")
+
+
+def _check_keys_and_shapes(model: nn.Module, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``model.state_dict()`` after checking that ``state_dict`` (prefixes stripped) has its keys and shapes."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state_dict if k not in expected]
@@ -96,6 +109,14 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, Tensor]) -
     if problems:
         config = getattr(model, "config", None)
         raise ValueError(f"weights do not fit {type(model).__name__}({config}): " + "; ".join(problems))
+    return expected
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> None:
+    """Load ``state_dict`` into ``model`` after stripping prefixes; raise ``ValueError`` naming missing, unexpected
+    and mis-shaped keys. BatchNorm ``num_batches_tracked`` entries may be absent (old checkpoints)."""
+    state_dict = strip_prefixes(state_dict)
+    expected = _check_keys_and_shapes(model, state_dict)
     full = {k: state_dict.get(k, v) for k, v in expected.items()}
     model.load_state_dict(full, strict=True)
 
@@ -205,15 +226,47 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         raise ValueError(f"{path} is not a readable .safetensors file: {err}") from err
 
 
+MAX_MODEL = {"num_stacks": 16, "num_landmarks": 1000, "features": 2048, "depth": 8, "input_size": 2048}
+"""Upper bounds on a weights file's model config (far above any real model): metadata beyond them is refused."""
+
+
+def model_config_from(data: Any, source: str | Path) -> ModelConfig:
+    """A :class:`ModelConfig` from a weights file's stored config; ``ValueError`` naming ``source`` when it is not
+    a JSON object of valid fields within :data:`MAX_MODEL`."""
+    if isinstance(data, (str, bytes)):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{source}: model_config is not valid JSON: {err}") from None
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{source}: model_config must be a JSON object of ModelConfig fields, got {data!r}")
+    try:
+        config = ModelConfig.from_dict(data)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{source}: invalid model_config: {err}") from None
+    too_big = [f"{k}={getattr(config, k)} (at most {v})" for k, v in MAX_MODEL.items() if getattr(config, k) > v]
+    if too_big:
+        raise ValueError(f"{source}: model_config out of range: {', '.join(too_big)}")
+    return config
+
+
 def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], WeightsInfo]:
-    tensors, metadata = read_safetensors(path)
+    metadata = read_metadata(path)  # checked before the tensors are read
     if metadata.get("format") != WEIGHTS_FORMAT or "model_config" not in metadata:
         raise ValueError(
             f"{path} has no awing metadata (expected format {WEIGHTS_FORMAT!r} and a model_config; got keys "
             f"{sorted(metadata)}); write it with awing.models.save_weights or awing convert-official"
         )
-    config = ModelConfig.from_dict(json.loads(metadata["model_config"]))
-    return tensors, WeightsInfo(config, metadata.get("scheme"), metadata.get("awing_version"))
+    config = model_config_from(metadata["model_config"], path)
+    scheme = metadata.get("scheme")
+    if scheme is not None:
+        try:
+            scheme = _check_scheme(scheme, config)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+    tensors, _ = read_safetensors(path)
+    check_fits(lambda: StackedHourglass(**config.to_dict()), tensors, path)
+    return tensors, WeightsInfo(config, scheme, metadata.get("awing_version"))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
@@ -254,11 +307,12 @@ def extract_state_dict(checkpoint: Any) -> dict[str, Tensor]:
 def _read_torch(path: Path, input_size: int) -> tuple[dict[str, Tensor], WeightsInfo]:
     checkpoint = load_checkpoint(path)
     state_dict = strip_prefixes(extract_state_dict(checkpoint))
-    if isinstance(checkpoint.get("model_config"), Mapping):
-        config = ModelConfig.from_dict(checkpoint["model_config"])
+    if "model_config" in checkpoint:
+        config = model_config_from(checkpoint["model_config"], path)
     else:
         config = infer_config(state_dict, input_size=input_size)
     scheme = checkpoint.get("scheme") if isinstance(checkpoint.get("scheme"), str) else None
+    check_fits(lambda: StackedHourglass(**config.to_dict()), state_dict, path)
     return state_dict, WeightsInfo(config, _check_scheme(scheme, config), None)
 
 
