@@ -20,14 +20,7 @@ from awing.detection.detector import load_detector
 from awing.detection.train import train_detector
 from awing.models.weights import load_checkpoint
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids the cost of waking a second one (and of a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread (conftest.py)
 
 
 @pytest.fixture

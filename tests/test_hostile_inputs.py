@@ -51,13 +51,7 @@ def bundled_once(monkeypatch):
 _CACHE: dict = {}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these tiny runs are faster so, and immune to OpenMP stalls on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread (conftest.py)
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:

@@ -57,13 +57,7 @@ def write_faces(folder: Path, count: int, seed: int, size: int = 96) -> None:
         write_pts(folder / f"face{i:03d}.pts", points)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: faster for these tiny tensors, and immune to OpenMP stalls on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread (conftest.py)
 
 
 @pytest.fixture(scope="module")
