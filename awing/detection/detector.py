@@ -5,9 +5,9 @@ pixel centres map to pixel centres: ``x_in = (x + 0.5) k - 0.5`` with ``k = new_
 ``y``), pad bottom and right to a multiple of 32 with black (0, what the convolutions' own zero padding sees), run
 the network once on the batch, then per image: sigmoid scores, score threshold, the ``pre_nms_top_k`` best, decode
 boxes and points, NMS (all images in one call), the ``max_detections`` best, the inverse resize, and the image-content
-check of :mod:`awing.detection.content` (a box on a flat or smoothly shaded area is dropped: no face in a blank image
-or a gradient, whatever the weights). Boxes are not clipped to the image. Images of different input sizes go through
-the network separately (:meth:`FaceDetector.detect_batch`), so a result does not depend on the rest of the batch.
+check of :mod:`awing.detection.content` (a box on a flat, smoothly shaded or two-tone area is dropped: no face in
+a blank image, a gradient or a page of text, whatever the weights). Boxes are not clipped to the image. Images of
+different input sizes go through the network separately (:meth:`FaceDetector.detect_batch`), so a result does not depend on the rest of the batch.
 
 No face gives empty arrays of the right shapes, never ``None`` or an exception.
 
@@ -31,7 +31,7 @@ from torch import Tensor
 
 from awing.detection.anchors import decode_boxes, decode_landmarks, generate_anchors
 from awing.detection.config import DetectorModelConfig, InferenceConfig
-from awing.detection.content import has_texture
+from awing.detection.content import has_face_content
 from awing.detection.network import FaceDetectorNet, fuse_batchnorm
 from awing.detection.nms import batched_nms
 from awing.inference import resolve_device
@@ -206,8 +206,8 @@ class FaceDetector:
                     logits, box_deltas, landmark_deltas = map(torch.from_numpy, self._runner(batch.numpy()))
                 found = self._postprocess(logits, box_deltas, landmark_deltas, batch.shape[-2:], scales)
             for i, result in zip(members, found, strict=True):
-                textured = np.array([has_texture(images[i], box) for box in result["boxes"]], dtype=bool)
-                results[i] = {key: value[textured] for key, value in result.items()}
+                plausible = np.array([has_face_content(images[i], box) for box in result["boxes"]], dtype=bool)
+                results[i] = {key: value[plausible] for key, value in result.items()}
         return results
 
     def _postprocess(
