@@ -9,7 +9,7 @@ Report keys name the normalisation, e.g. ``{"norm": "inter_ocular", "nme_inter_o
 "nme_inter_pupil": 0.0310, "nme_box": 0.0221, "fr@0.10": 0.0284, "auc@0.10": 0.5719, "subsets": {...}}``. FR and
 AUC use the primary ``norm`` (default per data set: :data:`DEFAULT_NORMS`). A secondary normalisation is reported
 over the faces where it is defined (its reference points visible), with ``num_faces_<norm>`` when that is fewer
-than all. Values are fractions, not percent.
+than all. Values are fractions here; ``awing eval`` writes them in percent (:func:`percent_report`).
 
 Flip test: the crop is also run mirrored (``x' = S - 1 - x``); the mirrored heatmaps are flipped back and their
 channels permuted by the scheme's ``flip_index`` (:func:`awing.codecs.flip_heatmaps_back`), then averaged with the
@@ -50,6 +50,7 @@ __all__ = [
     "evaluate_model",
     "landmark_report",
     "open_dataset",
+    "percent_report",
     "predict_landmarks",
     "run_evaluation",
 ]
@@ -289,6 +290,27 @@ def evaluate_model(
     return Evaluation(landmarks, nmes, subsets, {**header, **report})
 
 
+def percent_report(report: dict[str, Any]) -> dict[str, Any]:
+    """``report`` (fractions, :func:`landmark_report`) as ``awing eval`` writes it, in the README's units: NME and FR
+    in percent, AUC a fraction, thresholds in percent of the normaliser in the key (``fr@0.10`` -> ``fr@10%``), and
+    ``"units"`` saying so. Subsets likewise."""
+
+    def convert(scores: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in scores.items():
+            if key == "subsets":
+                out[key] = {name: convert(sub) for name, sub in value.items()}
+            elif key.startswith(("nme_", "fr@", "auc@")):
+                name, _, threshold = key.partition("@")
+                key = f"{name}@{float(threshold) * 100:g}%" if threshold else key
+                out[key] = value if name == "auc" else 100.0 * value
+            else:
+                out[key] = value
+        return out
+
+    return {**convert(report), "units": "nme_* and fr@ in % of the normaliser; auc@ a fraction of 1"}
+
+
 def run_evaluation(
     cfg: TrainConfig,
     weights: str | Path,
@@ -341,7 +363,7 @@ def run_evaluation(
     evaluation = evaluate_model(
         model, dataset, data_cfg, device=device, norm=norm, threshold=threshold, flip=flip, progress=progress
     )
-    report = {"dataset": data_cfg.name, "split": split, "weights": str(weights), **evaluation.report}
+    report = {"dataset": data_cfg.name, "split": split, "weights": str(weights), **percent_report(evaluation.report)}
     out = Path(weights).parent / f"eval_{data_cfg.name}_{split}" if out_dir is None else Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(strict_json(report, indent=2) + "\n", encoding="utf-8")
