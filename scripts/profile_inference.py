@@ -147,7 +147,7 @@ def network_rows(name: str, model: nn.Module, shape: tuple[int, ...], threads: i
 def step_rows(detector: FaceDetector, landmark: nn.Module, repeats: int) -> list[dict]:
     """The steps around the networks on the one-face VGA JPEG (the landmark network itself excluded)."""
     from awing.codecs import HeatmapCodec
-    from awing.imread import load_image
+    from awing.data.io import read_image as load_image
 
     with tempfile.TemporaryDirectory() as tmp:
         photo = make_photos(Path(tmp))["one face"]

@@ -93,10 +93,10 @@ PRESETS: dict[str, ModelConfig] = {
     # per face at batch 1 (14 ms in channels_last, 9 ms/face at batch 16), against about 300 ms for "official"
     # (scripts/bench_models.py). 2 stacks x 128 features (23 ms) is stronger but leaves little margin under 25 ms.
     "cpu_small": ModelConfig(num_stacks=2, features=96, depth=4, input_size=128),
-    # Speed candidate of issue 16 (untrained): 1 stack x 64 features at the same 128 px crop and 32 px heatmaps,
-    # 0.41 M parameters, 0.31 GFLOPs; through onnxruntime 0.13 x cpu_small's time per face at batch 1 (random
-    # weights, scripts/bench_presets.py). Its accuracy is unknown until it is trained (configs/aflw68_tiny_cpu.yaml).
-    "cpu_tiny": ModelConfig(num_stacks=1, features=64, depth=4, input_size=128),
+    # Fast preset of issue 16: 1 stack x 64 features at the same 128 px crop and 32 px heatmaps, 0.41 M parameters,
+    # 0.31 GFLOPs; through onnxruntime 0.34 x cpu_small's time per face at batch 1 (scripts/bench_presets.py). Trained
+    # by configs/aflw68_fast_cpu.yaml from the default's first stack (awing.models.shrink).
+    "cpu_fast": ModelConfig(num_stacks=1, features=64, depth=4, input_size=128),
 }
 
 
