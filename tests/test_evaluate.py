@@ -248,7 +248,7 @@ class TestRunEvaluation:
         expected = nme(np.stack(preds), np.stack(FACES), "inter_ocular", "5")
         assert printed["nme_inter_ocular"] == pytest.approx(100 * expected.mean(), rel=1e-5)  # in percent
         assert printed["fr@10%"] == pytest.approx(100 * (expected > 0.1).mean())
-        assert 0 <= printed["auc@10%"] <= 1 and "%" in printed["units"]
+        assert 0 <= printed["auc@10%"] <= 100 and "%" in printed["units"]
 
     def test_errors(self, tmp_path):
         from awing.config import TrainConfig

@@ -291,9 +291,9 @@ def evaluate_model(
 
 
 def percent_report(report: dict[str, Any]) -> dict[str, Any]:
-    """``report`` (fractions, :func:`landmark_report`) as ``awing eval`` writes it, in the README's units: NME and FR
-    in percent, AUC a fraction, thresholds in percent of the normaliser in the key (``fr@0.10`` -> ``fr@10%``), and
-    ``"units"`` saying so. Subsets likewise."""
+    """``report`` (fractions, :func:`landmark_report`) as ``awing eval`` writes it, in the README's units: NME, FR and
+    AUC in percent, thresholds in percent of the normaliser in the key (``fr@0.10`` -> ``fr@10%``), and ``"units"``
+    saying so. Subsets likewise."""
 
     def convert(scores: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -303,12 +303,12 @@ def percent_report(report: dict[str, Any]) -> dict[str, Any]:
             elif key.startswith(("nme_", "fr@", "auc@")):
                 name, _, threshold = key.partition("@")
                 key = f"{name}@{float(threshold) * 100:g}%" if threshold else key
-                out[key] = value if name == "auc" else 100.0 * value
+                out[key] = 100.0 * value
             else:
                 out[key] = value
         return out
 
-    return {**convert(report), "units": "nme_* and fr@ in % of the normaliser; auc@ a fraction of 1"}
+    return {**convert(report), "units": "nme_*, fr@ and auc@ in %; thresholds in % of the normaliser"}
 
 
 def run_evaluation(
