@@ -47,7 +47,10 @@ def test_two_tone_share_counts_the_pixels_near_their_side_median():
 
 @pytest.mark.parametrize(
     "image",
-    [np.full((200, 200, 3), 128, np.uint8), np.tile(np.linspace(0, 255, 200, dtype=np.uint8)[None, :, None], (200, 1, 3))],
+    [
+        np.full((200, 200, 3), 128, np.uint8),
+        np.tile(np.linspace(0, 255, 200, dtype=np.uint8)[None, :, None], (200, 1, 3)),
+    ],
     ids=["flat", "gradient"],
 )
 def test_flat_and_gradient_boxes_are_rejected(image):

@@ -7,7 +7,8 @@ the network once on the batch, then per image: sigmoid scores, score threshold, 
 boxes and points, NMS (all images in one call), the ``max_detections`` best, the inverse resize, and the image-content
 check of :mod:`awing.detection.content` (a box on a flat, smoothly shaded or two-tone area is dropped: no face in
 a blank image, a gradient or a page of text, whatever the weights). Boxes are not clipped to the image. Images of
-different input sizes go through the network separately (:meth:`FaceDetector.detect_batch`), so a result does not depend on the rest of the batch.
+different input sizes go through the network separately (:meth:`FaceDetector.detect_batch`), so a result does not
+depend on the rest of the batch.
 
 No face gives empty arrays of the right shapes, never ``None`` or an exception.
 
