@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from awing.predict_cli import int_in_range
+from awing.predict_cli import add_landmark_model_options, int_in_range
 
 __all__ = ["add_align_parser", "run_align"]
 
@@ -41,7 +41,7 @@ def run_align(args: argparse.Namespace) -> int:
 
     detector = {"awing": BUNDLED, "opencv": OPENCV, "none": None}[args.detector]
     try:
-        aligner = FaceAligner.from_pretrained(args.weights, args.device, detector=detector)
+        aligner = FaceAligner.from_pretrained(args.weights, args.device, model=args.model, detector=detector)
     except (FileNotFoundError, ValueError) as err:
         print(f"awing align: error: {err}", file=sys.stderr)
         return 2
@@ -92,7 +92,7 @@ def add_align_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         "--template", choices=sorted(TEMPLATES), default="arcface", help="5-point template (default arcface)"
     )
     p.add_argument("--detector", choices=("awing", "opencv", "none"), default="awing", help="face detector")
-    p.add_argument("--weights", type=Path, default=None, metavar="W", help="landmark weights (default: bundled)")
+    add_landmark_model_options(p)
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default auto)")
     p.add_argument("--recursive", action="store_true", help="include sub-folders of folder inputs (and ** in globs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -75,7 +75,9 @@ __all__ = [
     "ASSETS_DIR",
     "BUNDLED",
     "BUNDLED_DETECTOR",
+    "BUNDLED_FAST_LANDMARKS",
     "BUNDLED_LANDMARKS",
+    "LANDMARK_MODELS",
     "OPENCV",
     "Face",
     "FaceAligner",
@@ -84,6 +86,11 @@ __all__ = [
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 BUNDLED_LANDMARKS = ASSETS_DIR / "landmarks_68.safetensors"
+"""The bundled ``accurate`` 68-point model (``cpu_small``: 2 stacks x 96 features), the default."""
+BUNDLED_FAST_LANDMARKS = ASSETS_DIR / "landmarks_68_fast.safetensors"
+"""The bundled ``fast`` 68-point model (``cpu_fast``: 1 stack x 64 features)."""
+LANDMARK_MODELS = ("accurate", "fast")
+"""Names of the bundled landmark models (``FaceAligner.from_pretrained(model=...)``, ``awing predict --model``)."""
 BUNDLED_DETECTOR = ASSETS_DIR / "detector.safetensors"
 BUNDLED = "bundled"
 """``detector=BUNDLED`` selects the detector installed with the package."""
@@ -324,6 +331,7 @@ class FaceAligner:
         path: str | Path | None = None,
         device: str | torch.device = "auto",
         *,
+        model: str | None = None,
         detector: Any = BUNDLED,
         det_threshold: float | None = None,
         backend: str = "auto",
@@ -333,8 +341,10 @@ class FaceAligner:
         """Load landmark weights (``.safetensors`` with awing metadata, or ``.pth``) and a detector.
 
         Args:
-            path: landmark weights; ``None`` = the bundled ``awing/assets/landmarks_68.safetensors``.
+            path: landmark weights; ``None`` = a bundled model (``model``).
             device: see :class:`FaceAligner`; the detector runs there too.
+            model: which bundled landmark model when ``path`` is None: ``"accurate"`` (the default,
+                :data:`BUNDLED_LANDMARKS`) or ``"fast"`` (:data:`BUNDLED_FAST_LANDMARKS`); README, Results.
             detector: :data:`BUNDLED` (the default: awing's detector, ``awing/assets/detector.safetensors``),
                 :data:`OPENCV` (a :class:`~awing.detection.haar.HaarFaceDetector` with its defaults), a detector
                 weights file
@@ -347,7 +357,14 @@ class FaceAligner:
         Raises ``FileNotFoundError`` naming a missing file (a bundled one included) and ``ValueError`` for a file
         that is not awing weights.
         """
-        path = _bundled(BUNDLED_LANDMARKS, "landmark model") if path is None else Path(path)
+        if model is not None and model not in LANDMARK_MODELS:
+            raise ValueError(f"model must be one of {LANDMARK_MODELS}, got {model!r}")
+        if path is None:
+            bundled = BUNDLED_FAST_LANDMARKS if model == "fast" else BUNDLED_LANDMARKS
+            path = _bundled(bundled, f"{model or 'accurate'} landmark model")
+        elif model is not None:
+            raise ValueError(f"model={model!r} selects a bundled model: pass a weights path or a model, not both")
+        path = Path(path)
         state_dict, info = read_weights(path)
         if "settings" not in kwargs:
             kwargs["settings"] = InferenceSettings.from_metadata(read_metadata(path), info.config)

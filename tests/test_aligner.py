@@ -386,12 +386,24 @@ def _tiny_hourglass(num_landmarks: int = 5) -> StackedHourglass:
 class TestFromPretrained:
     def test_missing_bundled_files_are_named(self, tmp_path, monkeypatch):
         monkeypatch.setattr(aligner_module, "BUNDLED_LANDMARKS", tmp_path / "landmarks_68.safetensors")
-        with pytest.raises(FileNotFoundError, match="bundled landmark model not found: .*landmarks_68.safetensors"):
+        with pytest.raises(FileNotFoundError, match="bundled accurate landmark model not found: .*landmarks_68.saf"):
             FaceAligner.from_pretrained()
         weights = save_weights(_tiny_hourglass(), tmp_path / "lm.safetensors")
         monkeypatch.setattr(aligner_module, "BUNDLED_DETECTOR", tmp_path / "detector.safetensors")
         with pytest.raises(FileNotFoundError, match="bundled detector not found: .*detector.safetensors"):
             FaceAligner.from_pretrained(weights, detector=aligner_module.BUNDLED)
+
+    def test_model_selects_a_bundled_file(self, tmp_path, monkeypatch):
+        fast, accurate = _tiny_hourglass(5), _tiny_hourglass(68)
+        monkeypatch.setattr(aligner_module, "BUNDLED_FAST_LANDMARKS", save_weights(fast, tmp_path / "f.safetensors"))
+        monkeypatch.setattr(aligner_module, "BUNDLED_LANDMARKS", save_weights(accurate, tmp_path / "a.safetensors"))
+        assert FaceAligner.from_pretrained(device="cpu", model="fast", detector=None).config == fast.config
+        for model in (None, "accurate"):
+            assert FaceAligner.from_pretrained(device="cpu", model=model, detector=None).config == accurate.config
+        with pytest.raises(ValueError, match="model must be one of"):
+            FaceAligner.from_pretrained(model="tiny")
+        with pytest.raises(ValueError, match="not both"):
+            FaceAligner.from_pretrained(tmp_path / "a.safetensors", model="fast")
 
     def test_loads_weights_settings_and_detector(self, tmp_path, monkeypatch):
         settings = InferenceSettings(crop_scale=1.4, codec="awing_official", box_adapter=BoxAdapter(0.0, 0.1, 1.2))

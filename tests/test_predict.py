@@ -8,6 +8,7 @@ inverse crop matrix: ``x_img = (1.5 + 0.5) * side / 32 + cx - side / 2`` with ``
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 
@@ -24,6 +25,7 @@ from awing.detection import FaceDetectorNet, save_detector
 from awing.detection.config import DetectorModelConfig, InferenceConfig
 from awing.inference import InferenceSettings
 from awing.models import StackedHourglass, save_weights
+from awing.predict_cli import add_predict_parser
 
 S = 32  # crop side of the test models
 
@@ -283,7 +285,14 @@ class TestUsageErrors:
     def test_missing_bundled_model_is_named(self, tmp_path, capsys, monkeypatch):
         monkeypatch.setattr(aligner_module, "BUNDLED_LANDMARKS", tmp_path / "assets" / "landmarks_68.safetensors")
         code, _, err = run(capsys, write_image(tmp_path / "a.png"))
-        assert code == 2 and "bundled landmark model not found" in err and "landmarks_68.safetensors" in err
+        assert code == 2 and "bundled accurate landmark model not found" in err and "landmarks_68.safetensors" in err
+        code, _, err = run(capsys, tmp_path / "a.png", "--model", "fast", "--weights", tmp_path / "w.safetensors")
+        assert code == 2 and "not both" in err
+
+    def test_model_choices_are_the_bundled_models(self):
+        parser = argparse.ArgumentParser()
+        actions = {a.dest: a for a in add_predict_parser(parser.add_subparsers())._actions}
+        assert tuple(actions["model"].choices) == aligner_module.LANDMARK_MODELS
 
     def test_unavailable_device(self, tmp_path, capsys, models):
         if torch.cuda.is_available():
