@@ -393,7 +393,7 @@ def test_trained_weights_predict_as_they_evaluate(faces_root, tmp_path, capsys):
     predicted = np.stack([Face.from_dict(json.loads(line)["faces"][0]).landmarks for line in lines])
     gt = np.stack([r.landmarks_img for r in faces.records])
     for norm in ("box", "inter_ocular"):
-        assert nme(predicted, gt, norm, "21").mean() == pytest.approx(report[f"nme_{norm}"], rel=1e-5)
+        assert 100 * nme(predicted, gt, norm, "21").mean() == pytest.approx(report[f"nme_{norm}"], rel=1e-5)  # eval: %
 
     # the test can fail: decoding with the default sub-pixel codec and crop moves the points
     default = FaceAligner.from_pretrained(weights, "cpu", detector=None, settings=InferenceSettings())
