@@ -35,7 +35,7 @@ MAX_TWO_TONE = 0.9
 """Share of two-tone pixels (see :func:`two_tone_share`) from which a box is ink on paper, not a face."""
 _SIDE = 32
 _TONE_SIDE = 128
-_TONE_TOLERANCE = 12.0
+_TONE_TOLERANCE = 12
 
 
 def _grey_box(image: np.ndarray, box: Sequence[float]) -> np.ndarray | None:
@@ -65,8 +65,9 @@ def texture(image: np.ndarray, box: Sequence[float]) -> float:
 def two_tone_share(image: np.ndarray, box: Sequence[float]) -> float:
     """Share of the box's grey pixels within 12 grey levels of the median of their side of Otsu's threshold.
 
-    The box is sampled (nearest neighbour, so no new grey levels appear) to at most 128 px on its longer side. 1 for
-    an empty or non-finite box (nothing there is a face).
+    The box is sampled (nearest neighbour, so no new grey levels appear) to at most 128 px on its longer side; the
+    medians (the lower middle value) and counts come from its 256-bin histogram. 1 for an empty or non-finite box
+    (nothing there is a face).
     """
     grey = _grey_box(image, box)
     if grey is None:
@@ -74,12 +75,16 @@ def two_tone_share(image: np.ndarray, box: Sequence[float]) -> float:
     scale = _TONE_SIDE / max(grey.shape)
     if scale < 1:
         grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-    _, bright = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    grey, bright = grey.astype(np.float32), bright > 0
+    threshold, _ = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    histogram = np.bincount(grey.ravel(), minlength=256)
+    split = int(threshold) + 1  # Otsu's binary image: dark = values <= threshold
     near = 0
-    for side in (bright, ~bright):
-        if side.any():
-            near += int((np.abs(grey[side] - np.median(grey[side])) <= _TONE_TOLERANCE).sum())
+    for low, high in ((0, split), (split, 256)):
+        side = histogram[low:high]
+        count = int(side.sum())
+        if count:
+            median = low + int(np.searchsorted(np.cumsum(side), (count + 1) // 2))
+            near += int(histogram[max(low, median - _TONE_TOLERANCE) : min(high, median + _TONE_TOLERANCE + 1)].sum())
     return near / grey.size
 
 

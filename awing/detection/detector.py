@@ -171,9 +171,12 @@ class FaceDetector:
         batch = np.full((len(resized), height, width, 3), PAD_VALUE, dtype=np.uint8)
         for i, r in enumerate(resized):
             batch[i, : r.shape[0], : r.shape[1]] = r
-        tensor = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float()
-        layout = torch.channels_last if self._runner is None else torch.contiguous_format  # onnxruntime: NCHW
-        return tensor.contiguous(memory_format=layout), np.asarray(scales, dtype=np.float64)
+        if self._runner is None:  # torch: channels-last, NHWC in memory as the image already is
+            tensor = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float()
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        else:  # onnxruntime: NCHW float32, made in one numpy pass (torch's permute-cast-copy took 3 ms at 640 x 480)
+            tensor = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32))
+        return tensor, np.asarray(scales, dtype=np.float64)
 
     def detect(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """Faces in one RGB uint8 ``H x W x 3`` image.
