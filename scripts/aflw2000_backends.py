@@ -21,8 +21,8 @@ import numpy as np
 
 from awing.aligner import FaceAligner
 from awing.data import AFLW2000Dataset
-from awing.geometry import points_box
 from awing.data.io import read_image as load_image
+from awing.geometry import points_box
 from awing.metrics import nme
 from awing.runtime import onnxruntime_available
 

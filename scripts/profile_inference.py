@@ -12,8 +12,9 @@ minutes on 2 cores). Markdown tables go to stdout, progress to stderr.
   times, grouped by the module path in the exported node names. ``total`` is the plain call, timed without hooks
   or profiler.
 - **Steps** on the one-face 640 x 480 JPEG of ``scripts/bench_predict.py``: JPEG read + decode (``load_image``),
-  detector input (resize + pad + float NCHW, ``FaceDetector._prepare``), detector output (``_postprocess``: scores,
-  top-k, box decoding, NMS, back to image pixels), crop matrix + warp, normalise (stack, HWC -> CHW, / 255), heatmap
+  detector input (resize + pad + float NCHW, ``FaceDetector._prepare`` with the onnxruntime backend, as predict runs
+  it), detector output (``_postprocess``: scores, top-k, box decoding, NMS, back to image pixels), the content
+  check of one box, crop matrix + warp, normalise (stack, HWC -> CHW, / 255), heatmap
   decode (DARK) + inverse matrix, and JSON (``to_dict`` + ``json.dumps``); with torch on 1 thread (what the
   onnxruntime backend uses for this glue, :func:`awing.runtime.torch_threads`) and on ``--threads``.
 - Timing: median (and minimum) of ``--repeats`` calls after warm-up. The machine may be shared: read ratios.
@@ -38,6 +39,7 @@ from torch import nn
 
 from awing.aligner import BUNDLED_DETECTOR, BUNDLED_LANDMARKS, Face
 from awing.detection import DetectorModelConfig, FaceDetector, FaceDetectorNet
+from awing.detection.content import has_face_content
 from awing.detection.detector import load_detector
 from awing.detection.network import fuse_batchnorm
 from awing.geometry import box_to_crop_matrix, invert, transform_points, warp_image
@@ -157,11 +159,12 @@ def step_rows(detector: FaceDetector, landmark: nn.Module, repeats: int) -> list
         batch, scales = detector._prepare([image])
         steps["detector input: resize + pad + float NCHW"] = lambda: detector._prepare([image])
         with torch.inference_mode():
-            outputs = detector.model(batch)
+            outputs = tuple(map(torch.from_numpy, detector._runner(batch.numpy())))
         steps["detector output: scores, top-k, decode, NMS, map back"] = lambda: detector._postprocess(
             *outputs, batch.shape[-2:], scales
         )
         box = photo["boxes"][0]
+        steps["content check of one box (texture, two tones)"] = lambda: has_face_content(image, box)
         size = landmark.config.input_size
         matrix = box_to_crop_matrix(box, size, 1.25)
         steps["crop matrix + warp (1 face)"] = lambda: warp_image(image, box_to_crop_matrix(box, size, 1.25), size)
@@ -221,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.steps_only:
         rows += network_rows("landmarks", LastStack(landmark), (1, 3, 128, 128), args.threads, args.repeats)
         rows += network_rows("detector", detector_net, (1, 3, 480, 640), args.threads, args.repeats)
-    detector = FaceDetector(detector_net, backend="torch")
+    detector = FaceDetector(detector_net, backend="onnxruntime")  # as FaceAligner runs it on the CPU
     steps = step_rows(detector, landmark, args.repeats)
     import os
 
