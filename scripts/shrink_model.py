@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from awing.models.shrink import shrink_hourglass
-from awing.models.weights import load_weights, read_weights, save_weights
+from awing.models.weights import model_from_state_dict, read_weights, save_weights
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features", type=int, required=True)
     parser.add_argument("--out", required=True, help="output .safetensors file")
     args = parser.parse_args(argv)
-    _, info = read_weights(args.weights)
-    small = shrink_hourglass(load_weights(args.weights, input_size=info.config.input_size), args.stacks, args.features)
+    state_dict, info = read_weights(args.weights)
+    small = shrink_hourglass(model_from_state_dict(state_dict, info.config), args.stacks, args.features)
     path = save_weights(small, args.out, scheme=info.scheme)
     print(f"{path}: {small.config}", file=sys.stderr)
     return 0

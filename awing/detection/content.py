@@ -56,8 +56,10 @@ def texture(image: np.ndarray, box: Sequence[float]) -> float:
     """Mean absolute 3x3 Laplacian of the box's grey image resized to ``32 x 32``; 0 for an empty or non-finite
     box."""
     grey = _grey_box(image, box)
-    if grey is None:
-        return 0.0
+    return 0.0 if grey is None else _texture(grey)
+
+
+def _texture(grey: np.ndarray) -> float:
     grey = cv2.resize(grey, (_SIDE, _SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)
     return float(np.abs(cv2.Laplacian(grey, cv2.CV_32F)).mean())
 
@@ -70,8 +72,10 @@ def two_tone_share(image: np.ndarray, box: Sequence[float]) -> float:
     (nothing there is a face).
     """
     grey = _grey_box(image, box)
-    if grey is None:
-        return 1.0
+    return 1.0 if grey is None else _two_tone_share(grey)
+
+
+def _two_tone_share(grey: np.ndarray) -> float:
     scale = _TONE_SIDE / max(grey.shape)
     if scale < 1:
         grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
@@ -90,5 +94,6 @@ def two_tone_share(image: np.ndarray, box: Sequence[float]) -> float:
 
 def has_face_content(image: np.ndarray, box: Sequence[float]) -> bool:
     """Whether the box's content could be a face: :func:`texture` >= :data:`MIN_TEXTURE` and
-    :func:`two_tone_share` < :data:`MAX_TWO_TONE`."""
-    return texture(image, box) >= MIN_TEXTURE and two_tone_share(image, box) < MAX_TWO_TONE
+    :func:`two_tone_share` < :data:`MAX_TWO_TONE` (the box's grey image is cut out once for both)."""
+    grey = _grey_box(image, box)
+    return grey is not None and _texture(grey) >= MIN_TEXTURE and _two_tone_share(grey) < MAX_TWO_TONE

@@ -20,12 +20,10 @@ hourglass CoordConvs) the L1 norm of the weights that read it.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 from torch import Tensor
 
-from awing.models.hourglass import StackedHourglass
+from awing.models.hourglass import StackedHourglass, build_model
 
 Index = tuple[Tensor, ...]
 
@@ -141,7 +139,7 @@ def shrink_hourglass(model: StackedHourglass, num_stacks: int, features: int) ->
     computes exactly ``model``'s output ``num_stacks - 1``. Returned in eval mode; fine-tune it before use.
     """
     plan = shrink_plan(model, num_stacks, features)
-    small = StackedHourglass(**replace(model.config, num_stacks=num_stacks, features=features).to_dict())
+    small = build_model(model.config, num_stacks=num_stacks, features=features)
     source = model.state_dict()
     state = {}
     for key, target in small.state_dict().items():
