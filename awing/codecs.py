@@ -210,77 +210,80 @@ class HeatmapCodec:
     def decode(
         self, heatmaps: torch.Tensor | np.ndarray
     ) -> tuple[torch.Tensor, torch.Tensor] | tuple[np.ndarray, np.ndarray]:
-        """Landmarks and peak scores from heatmaps, vectorised over batch and points, on the heatmaps' device.
+        """Landmarks and peak scores from heatmaps, vectorised over batch and points.
+
+        The work is done in numpy on the CPU (a torch tensor is copied there, and the results go back to its
+        device): after the argmax only a few pixels per point remain, and NumPy's small-array calls cost a few
+        microseconds where torch's cost tens (68 points: 0.15 against 0.75 ms on one CPU thread).
 
         Args:
             heatmaps: (B, K, H, W) or (K, H, W), torch tensor or numpy array, H x W equal to ``heatmap_size``.
 
         Returns:
             ``(landmarks_hm, scores)``: float32 (B, K, 2) and (B, K) (without B for a (K, H, W) input), of the
-            input's kind (numpy in, numpy out). The score is the raw peak value.
+            input's kind (numpy in, numpy out; a tensor in, tensors on its device out). The score is the raw peak.
         """
-        is_numpy = isinstance(heatmaps, np.ndarray)
-        hm = torch.from_numpy(np.ascontiguousarray(heatmaps)) if is_numpy else heatmaps
-        if not isinstance(hm, torch.Tensor) or not hm.is_floating_point():
+        is_tensor = isinstance(heatmaps, torch.Tensor)
+        if is_tensor and heatmaps.is_floating_point():
+            work = heatmaps.detach().cpu()
+            work = (work if work.dtype == torch.float64 else work.float()).numpy()
+        elif isinstance(heatmaps, np.ndarray) and np.issubdtype(heatmaps.dtype, np.floating):
+            work = heatmaps if heatmaps.dtype == np.float64 else heatmaps.astype(np.float32, copy=False)
+        else:
             raise TypeError(f"heatmaps must be a floating torch tensor or numpy array, got {type(heatmaps)!r}")
         width, height = self.heatmap_size
-        if hm.ndim not in (3, 4) or tuple(hm.shape[-2:]) != (height, width):
+        if work.ndim not in (3, 4) or tuple(work.shape[-2:]) != (height, width):
             raise ValueError(
-                f"heatmaps must have shape (B, K, {height}, {width}) or (K, {height}, {width}), got {tuple(hm.shape)}"
+                f"heatmaps must have shape (B, K, {height}, {width}) or (K, {height}, {width}), got {tuple(work.shape)}"
             )
-        lead = hm.shape[:-2]
-        work = hm.reshape(-1, height, width)
-        work = work.double() if work.dtype == torch.float64 else work.float()
-        # First maximum in row-major order, in two cheap passes (a flat argmax is slow on CPU): the first row
-        # holding the channel's maximum, then the first column of that row.
-        row_max = work.amax(dim=2)
-        scores, row = row_max.max(dim=1)
-        col = work[torch.arange(len(work), device=work.device), row].argmax(dim=1)
+        lead = work.shape[:-2]
+        work = np.ascontiguousarray(work).reshape(-1, height, width)
+        flat = work.reshape(len(work), -1)
+        peak = flat.argmax(axis=1)  # the first maximum in row-major order
+        scores = flat[np.arange(len(flat)), peak]
+        row, col = np.divmod(peak, width)
         if self.mode == "awing_official":
             offset = self._official_offset(work, row, col)
         else:
             offset = self._dark_offset(work, row, col)
-        landmarks = (torch.stack((col, row), dim=1).to(work.dtype) + offset).float().reshape(*lead, 2)
-        scores = scores.float().reshape(lead)
-        if is_numpy:
-            return landmarks.numpy(), scores.numpy()
+        landmarks = (np.stack((col, row), axis=1) + offset).astype(np.float32).reshape(*lead, 2)
+        scores = scores.astype(np.float32).reshape(lead)
+        if is_tensor:
+            return torch.from_numpy(landmarks).to(heatmaps.device), torch.from_numpy(scores).to(heatmaps.device)
         return landmarks, scores
 
     @staticmethod
-    def _patches(work: torch.Tensor, row: torch.Tensor, col: torch.Tensor, radius: int) -> torch.Tensor:
+    def _patches(work: np.ndarray, row: np.ndarray, col: np.ndarray, radius: int) -> np.ndarray:
         """(N, 2r+1, 2r+1) windows of ``work`` (N, H, W) centred on (row, col), zero outside the map."""
         height, width = work.shape[-2:]
-        steps = torch.arange(-radius, radius + 1, device=work.device)
+        steps = np.arange(-radius, radius + 1)
         rows, cols = row[:, None] + steps, col[:, None] + steps
         inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
-        flat = rows.clamp(0, height - 1)[:, :, None] * width + cols.clamp(0, width - 1)[:, None, :]
-        return work.flatten(1).gather(1, flat.flatten(1)).view_as(inside) * inside
+        flat = rows.clip(0, height - 1)[:, :, None] * width + cols.clip(0, width - 1)[:, None, :]
+        windows = np.take_along_axis(work.reshape(len(work), -1), flat.reshape(len(work), -1), axis=1)
+        return windows.reshape(inside.shape) * inside
 
     @staticmethod
-    def _quarter_shift(window: torch.Tensor) -> torch.Tensor:
+    def _quarter_shift(window: np.ndarray) -> np.ndarray:
         """0.25 * sign(right - left), 0.25 * sign(below - above) of the 3x3 windows' centres -> (N, 2)."""
-        return 0.25 * torch.stack(
-            (
-                torch.sign(window[:, 1, 2] - window[:, 1, 0]),
-                torch.sign(window[:, 2, 1] - window[:, 0, 1]),
-            ),
-            dim=1,
+        return 0.25 * np.stack(
+            (np.sign(window[:, 1, 2] - window[:, 1, 0]), np.sign(window[:, 2, 1] - window[:, 0, 1])), axis=1
         )
 
-    def _official_offset(self, work: torch.Tensor, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+    def _official_offset(self, work: np.ndarray, row: np.ndarray, col: np.ndarray) -> np.ndarray:
         height, width = work.shape[-2:]
         shift = self._quarter_shift(self._patches(work, row, col, 1))
         interior = (col > 0) & (col < width - 1) & (row > 0) & (row < height - 1)
         return shift * interior[:, None]
 
-    def _dark_offset(self, work: torch.Tensor, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+    def _dark_offset(self, work: np.ndarray, row: np.ndarray, col: np.ndarray) -> np.ndarray:
         height, width = work.shape[-2:]
         # The 3x3 stencil stays inside the map: on an edge it moves one pixel in (one-sided differences).
-        stencil = torch.stack((col.clamp(1, width - 2), row.clamp(1, height - 2)), dim=1)
+        stencil = np.stack((col.clip(1, width - 2), row.clip(1, height - 2)), axis=1)
         radius = self._blur_radius
         patch = self._patches(work, stencil[:, 1], stencil[:, 0], radius + 1)  # (N, 2R + 3, 2R + 3)
-        band = torch.as_tensor(self._blur_band, dtype=work.dtype, device=work.device)
-        logs = torch.log((band @ patch @ band.T).clamp_min(_LOG_FLOOR))  # blurred 3x3 around the stencil
+        band = self._blur_band.astype(work.dtype)
+        logs = np.log(np.maximum(band @ patch @ band.T, _LOG_FLOOR))  # blurred 3x3 around the stencil
         gx = 0.5 * (logs[:, 1, 2] - logs[:, 1, 0])
         gy = 0.5 * (logs[:, 2, 1] - logs[:, 0, 1])
         hxx = logs[:, 1, 2] - 2 * logs[:, 1, 1] + logs[:, 1, 0]
@@ -288,11 +291,11 @@ class HeatmapCodec:
         hxy = 0.25 * (logs[:, 2, 2] - logs[:, 2, 0] - logs[:, 0, 2] + logs[:, 0, 0])
         det = hxx * hyy - hxy * hxy
         definite = (hxx < 0) & (det > 0)
-        safe_det = torch.where(definite, det, torch.ones_like(det))
-        newton = -torch.stack((hyy * gx - hxy * gy, hxx * gy - hxy * gx), dim=1) / safe_det[:, None]
-        newton = newton + (stencil - torch.stack((col, row), dim=1))
+        safe_det = np.where(definite, det, 1.0)
+        newton = -np.stack((hyy * gx - hxy * gy, hxx * gy - hxy * gx), axis=1) / safe_det[:, None]
+        newton = newton + (stencil - np.stack((col, row), axis=1))
         fallback = self._quarter_shift(self._patches(work, row, col, 1))
-        return torch.where(definite[:, None], newton.clamp(-0.5, 0.5), fallback)
+        return np.where(definite[:, None], newton.clip(-0.5, 0.5), fallback)
 
 
 def flip_heatmaps_back(heatmaps: torch.Tensor, flip_index: Any) -> torch.Tensor:
@@ -314,18 +317,21 @@ def flip_heatmaps_back(heatmaps: torch.Tensor, flip_index: Any) -> torch.Tensor:
 
 
 def heatmaps_to_landmarks(
-    heatmaps: torch.Tensor, codec: HeatmapCodec, matrices: Sequence[np.ndarray] | np.ndarray
+    heatmaps: torch.Tensor | np.ndarray, codec: HeatmapCodec, matrices: Sequence[np.ndarray] | np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Decode ``B x K x H x W`` heatmaps and map the points back to image pixels by the inverse crop matrices.
+    """Decode ``B x K x H x W`` heatmaps (tensor or array) and map the points back to image pixels by the inverse
+    crop matrices.
 
     ``matrices``: ``B`` image -> crop ``2 x 3`` matrices. Returns float32 landmarks ``(B, K, 2)`` in image pixels
     and float32 peak scores ``(B, K)``.
     """
+    if isinstance(heatmaps, torch.Tensor):
+        heatmaps = heatmaps.detach().cpu().numpy()
     points_hm, peaks = codec.decode(heatmaps)
-    points_crop = codec.to_crop(points_hm).cpu().numpy()
+    points_crop = codec.to_crop(points_hm)
     matrices = np.asarray(matrices, dtype=np.float64).reshape(-1, 2, 3)
     if len(matrices) != len(points_crop):
         raise ValueError(f"{len(points_crop)} heatmaps but {len(matrices)} crop matrices")
     points_img = [transform_points(invert(m), p) for m, p in zip(matrices, points_crop, strict=True)]
     landmarks = np.stack(points_img) if points_img else np.zeros((0, *points_crop.shape[1:]), np.float32)
-    return landmarks.astype(np.float32), peaks.cpu().numpy().astype(np.float32)
+    return landmarks.astype(np.float32), peaks
