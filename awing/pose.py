@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -94,17 +95,26 @@ def fit_weak_perspective(points_2d: np.ndarray, points_3d: np.ndarray) -> tuple[
         raise ValueError(f"expected (K, 2) image points and (K, 3) model points, got {x.shape} and {X.shape}")
     if not np.isfinite(x).all():
         raise ValueError("image points must be finite")
-    x_mean, X_mean = x.mean(axis=0), X.mean(axis=0)
-    xc, Xc = x - x_mean, X - X_mean
-    P = np.linalg.lstsq(Xc, xc, rcond=None)[0].T  # (2, 3): xc ~ Xc @ P^T
+    X_mean, solver = _affine_solver(X.tobytes(), len(X))
+    x_mean = x.mean(axis=0)
+    P = (solver @ (x - x_mean)).T  # (2, 3): least squares of x - x_mean ~ (X - X_mean) @ P^T
     U, sigma, Vt = np.linalg.svd(P, full_matrices=False)
     if not sigma[1] > 1e-9 * max(sigma[0], 1e-300):
         raise ValueError("degenerate points: the image points do not span two dimensions")
-    rows = U @ Vt
-    R = np.vstack([rows, np.cross(rows[0], rows[1])])
+    a, b = U @ Vt
+    R = np.array([a, b, [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]])
     scale = float(sigma.mean())
     shift = x_mean - scale * R[:2] @ X_mean
     return R, scale, shift
+
+
+@lru_cache(maxsize=8)
+def _affine_solver(model_bytes: bytes, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(X_mean (3,), pinv(X - X_mean) (3, K))`` of ``count`` model points given as float64 bytes: the model is
+    the same for every face, so its least-squares solver is computed once (a fit then costs two small products)."""
+    X = np.frombuffer(model_bytes, dtype=np.float64).reshape(count, 3)
+    X_mean = X.mean(axis=0)
+    return X_mean, np.linalg.pinv(X - X_mean)
 
 
 @dataclass(frozen=True)
