@@ -14,10 +14,15 @@ Errors: a source that cannot be opened raises :class:`awing.data.io.DataError` n
 A video that stops before the frame count of its header (truncated or corrupt), or gives no frame at all, raises
 ``DataError`` *after* yielding every frame it could decode, so the caller keeps what it wrote. A folder frame that
 cannot be read is a :class:`Frame` with ``image=None`` and ``error`` set; the frames after it follow.
+
+A video file or folder is decoded one frame ahead on a worker thread (:class:`_ReadAhead`; OpenCV's decoders release
+the GIL), so decoding overlaps the caller's work on the previous frame; a webcam is read live, without a buffer.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -71,6 +76,7 @@ class FrameSource:
         self.every, self.max_frames = every, max_frames
         self._files: list[Path] | None = None
         self._capture = None
+        self._reader: _ReadAhead | None = None
         if isinstance(source, str) and source.isdigit() and not Path(source).exists():
             source = int(source)
         if isinstance(source, int):
@@ -103,6 +109,8 @@ class FrameSource:
         return fps if np.isfinite(fps) and 0 < fps < 1000 else DEFAULT_FPS
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.stop()
         if self._capture is not None:
             self._capture.release()
 
@@ -114,6 +122,10 @@ class FrameSource:
 
     def __iter__(self) -> Iterator[Frame]:
         frames = self._folder() if self._files is not None else self._video()
+        if self.kind != "webcam":
+            if self._reader is not None:
+                self._reader.stop()
+            frames = self._reader = _ReadAhead(frames)
         for kept, frame in enumerate(frames):
             if self.max_frames is not None and kept >= self.max_frames:
                 return
@@ -149,6 +161,58 @@ class FrameSource:
                     f"{self.name}: truncated or corrupt: decoding stopped after {index} of the {self.expected} "
                     "frames its header announces"
                 )
+
+
+class _ReadAhead:
+    """Iterates ``frames`` while a worker thread produces the next one (at most ``depth`` waiting).
+
+    An exception of ``frames`` is raised by this iterator in its place, after the frames before it. :meth:`stop`
+    (also when the iteration ends) ends the worker and waits for it, so the source can then be released.
+    """
+
+    _END = object()
+
+    def __init__(self, frames: Iterator[Frame], depth: int = 1) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._work, args=(frames,), name="awing-frames", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: tuple) -> bool:
+        while not self._stopped.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self, frames: Iterator[Frame]) -> None:
+        try:
+            for frame in frames:
+                if not self._put((frame, None)):
+                    return
+        except Exception as err:  # handed to the consumer, in order
+            self._put((self._END, err))
+            return
+        self._put((self._END, None))
+
+    def __iter__(self) -> Iterator[Frame]:
+        try:
+            while True:
+                frame, error = self._queue.get()
+                if frame is self._END:
+                    if error is not None:
+                        raise error
+                    return
+                yield frame
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
 
 
 def open_frames(
