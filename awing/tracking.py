@@ -8,10 +8,15 @@ Per frame (:meth:`FaceTracker.update`):
 2. **Tracking** (no detector call): each track's box for this frame is the tight box of its landmarks in the
    previous frame, which is the landmark model's own training box convention (``FaceAligner.predict(image,
    boxes=...)``, no box adapter). A track whose mean point score (``Face.scores``, heatmap maxima) falls below
-   ``min_score`` is lost.
+   ``min_score`` is lost. A track is *tentative* for its first ``confirm_frames`` frames: a lost tentative track
+   just ends, a lost confirmed one calls the detector on the same frame to find its face again and is tentative
+   again if found (the tentative / confirmed states of multi-object trackers such as SORT and DeepSORT). A
+   detector's false box (a background patch, a box across the frame) typically scores just above ``min_score`` on
+   its first crop and below it a few frames later; without the tentative state every such box cost a second
+   detector call.
 3. **Detection** (``FaceAligner.predict(image)``) when there is no track, every ``detect_every`` frames, after a
-   cut, or on the frame a track is lost. Detected faces are matched to the current tracks greedily by decreasing
-   IoU of their landmark boxes (at least ``match_iou``): a matched face continues its track (id and smoothing
+   cut, or on the frame a confirmed track is lost. Detected faces are matched to the current tracks greedily by
+   decreasing IoU of their landmark boxes (at least ``match_iou``): a matched face continues its track (id and smoothing
    state), an unmatched one starts a new track, and a track without a detection ends.
 4. **Smoothing** (``smoothing=True``): each track's landmarks pass through a One-Euro filter (Casiez, Roussel &
    Vogel, "1 euro filter", CHI 2012; :class:`OneEuroFilter`), adaptive low-pass filtering whose cut-off rises
@@ -87,6 +92,7 @@ class _Track:
     track_id: int
     face: Face  # the last output (smoothed when smoothing is on)
     smoother: OneEuroFilter | None
+    frames: int = 0  # frames it has given a face, its detection's frame included
 
 
 def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -116,6 +122,10 @@ class FaceTracker:
         min_cutoff, beta, d_cutoff: :class:`OneEuroFilter` parameters (``beta`` per face size per second).
         cut_threshold: mean absolute thumbnail difference (grey levels, 0-255) that counts as a shot cut.
         match_iou: the least IoU of landmark boxes for a detection to continue a track.
+        confirm_frames: frames a new track must give a face (its detection's frame included) before its loss calls
+            the detector (module docstring). 5: the bundled detector's false box on the ``scripts/bench_video.py``
+            clip lived up to 4 frames (detector calls per 100 frames: 13 with 0, 11-12 with 3, 10 with 5); a real
+            face lost while tentative is looked for again at the next periodic detection.
 
     >>> from awing.models import StackedHourglass
     >>> model = StackedHourglass(num_stacks=1, num_landmarks=68, features=16, depth=1, input_size=32)
@@ -137,9 +147,13 @@ class FaceTracker:
         d_cutoff: float = 1.0,
         cut_threshold: float = 30.0,
         match_iou: float = 0.3,
+        confirm_frames: int = 5,
     ) -> None:
         if isinstance(detect_every, bool) or not isinstance(detect_every, int) or detect_every < 1:
             raise ValueError(f"detect_every must be a positive int, got {detect_every!r}")
+        if isinstance(confirm_frames, bool) or not isinstance(confirm_frames, int) or confirm_frames < 0:
+            raise ValueError(f"confirm_frames must be an int >= 0, got {confirm_frames!r}")
+        self.confirm_frames = confirm_frames
         self.aligner = aligner
         self.detect_every = detect_every
         self.min_score = float(min_score) if aligner.detector is not None else -math.inf
@@ -176,6 +190,8 @@ class FaceTracker:
             self._since_detect += 1
         out = [self._smooth(pair, t) for pair in faces]
         self._tracks = [track for track, _ in faces]
+        for track in self._tracks:
+            track.frames += 1
         return out
 
     def _is_cut(self, image: np.ndarray) -> bool:
@@ -185,12 +201,17 @@ class FaceTracker:
         return previous is not None and float(np.abs(thumb - previous).mean()) > self.cut_threshold
 
     def _follow(self, image: np.ndarray) -> list[tuple[_Track, Face]] | None:
-        """Landmarks from the tracks' boxes; ``None`` when a track is lost (the frame is then re-detected)."""
+        """Landmarks from the tracks' boxes, without the lost tentative tracks; ``None`` when a confirmed track is
+        lost (the frame is then re-detected)."""
         boxes = [_landmark_box(track.face) for track in self._tracks]
-        faces = self.aligner.predict(image, boxes=boxes)
-        if any(float(face.scores.mean()) < self.min_score for face in faces):
-            return None
-        return list(zip(self._tracks, faces, strict=True))
+        kept = []
+        for track, face in zip(self._tracks, self.aligner.predict(image, boxes=boxes), strict=True):
+            if float(face.scores.mean()) >= self.min_score:
+                kept.append((track, face))
+            elif track.frames >= self.confirm_frames:
+                track.frames = 0  # should the detector find it again, it is tentative again
+                return None
+        return kept
 
     def _detect(self, image: np.ndarray) -> list[tuple[_Track, Face]]:
         self.detections += 1

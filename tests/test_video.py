@@ -117,15 +117,33 @@ class TestTracking:
         assert all(f[0].pose is not None for f in faces)
 
     def test_a_lost_face_is_detected_again_with_a_new_track(self, bundled):
-        frames, _ = moving_clip(3)
+        frames, _ = moving_clip(5)  # the track is confirmed (5 frames, FaceTracker's confirm_frames)
         tracker = FaceTracker(bundled, cut_threshold=1e9)  # no cut check: the face leaves, another comes elsewhere
         image, points = photo("takeo")
         elsewhere = placement(image[:, ::-1].copy(), points * (-1.0, 1.0) + (image.shape[1] - 1, 0.0), 150.0)
         elsewhere[:, 2] += (-190.0, -110.0)  # the mirrored photo away from the old track's box: no IoU with it
         other = cv2.warpAffine(image[:, ::-1].copy(), elsewhere, (640, 480), borderValue=(90, 110, 100))
         ids = [[f.track_id for f in faces] for faces in tracker.track([*frames, other])]
-        assert ids[:3] == [[0], [0], [0]]
-        assert 0 not in ids[3] and ids[3][0] == 1  # new tracks only (the detector may add a false box)
+        assert ids[:5] == [[0]] * 5
+        assert 0 not in ids[5] and ids[5][0] == 1  # new tracks only (the detector may add a false box)
+
+    @pytest.mark.parametrize(("confirm_frames", "calls"), [(5, [1, 1, 2]), (1, [1, 2, 3])])
+    def test_a_lost_tentative_track_ends_without_a_detector_call(self, bundled, confirm_frames, calls):
+        """Face, blank frame, blank frame: the face's track is lost on frame 1. Tentative (it gave one face, fewer
+        than confirm_frames) it just ends; confirmed, the detector runs on that frame. No track -> detector."""
+        face = moving_clip(1)[0][0]
+        blank = np.full_like(face, 100)
+        tracker = FaceTracker(bundled, cut_threshold=1e9, confirm_frames=confirm_frames)
+        seen = []
+        for frame in (face, blank, blank):
+            faces = tracker.update(frame, len(seen) / 25)
+            seen.append(tracker.detections)
+            assert len(faces) == (1 if frame is face else 0)
+        assert seen == calls
+
+    def test_confirm_frames_is_checked(self, bundled):
+        with pytest.raises(ValueError, match="confirm_frames must be an int >= 0, got -1"):
+            FaceTracker(bundled, confirm_frames=-1)
 
     def test_jitter_on_a_static_noisy_clip(self, bundled):
         frames, _ = moving_clip(1)
