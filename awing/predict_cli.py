@@ -34,7 +34,8 @@ input, then its file name. The boxes replace detection and are used as the model
 without an entry fails.
 
 Video files, webcam indices and (``--video``) folders of frames are tracked, one JSON line per frame:
-:mod:`awing.video_cli`.
+:mod:`awing.video_cli`. Without ``--model`` or ``--weights`` they use the bundled **fast** landmark model
+(:data:`VIDEO_MODEL`), images the default one.
 
 Exit codes: 0 every input done; 1 some inputs failed (each named on stderr; the others are processed); 2 a usage
 error (bad options, an unreadable ``--boxes`` file, weights that are missing or invalid, an unavailable device).
@@ -55,6 +56,11 @@ from typing import IO, Any
 __all__ = ["add_predict_parser", "expand_inputs", "run_predict"]
 
 FORMATS = ("json", "jsonl", "pts")
+VIDEO_MODEL = "fast"
+"""The bundled landmark model of video inputs when neither ``--model`` nor ``--weights`` is given: tracking runs the
+landmark network on every frame and the detector on one in ``--detect-every``, so the landmark stage sets the frame
+rate (640 x 480, one face, 2 threads: 82 frames/s against 48 with the default model; ``scripts/bench_video.py``),
+at 0.18 points of AFLW2000-3D box NME (2.79 % against 2.61 %)."""
 JSONL_NAME = "predictions.jsonl"
 _GLOB_CHARS = frozenset("*?[")
 
@@ -258,7 +264,8 @@ class _Writer:
             _save_vis(self.vis / name, result.image, result.faces)
 
 
-def _load_aligner(args: argparse.Namespace) -> Any:
+def _load_aligner(args: argparse.Namespace, model: str | None) -> Any:
+    """The aligner of the options, with the bundled landmark ``model`` when no ``--weights`` are given."""
     from awing.aligner import BUNDLED, OPENCV, FaceAligner
 
     if args.detector == "none" or args.boxes is not None:  # --boxes: every image has its boxes or fails
@@ -271,7 +278,7 @@ def _load_aligner(args: argparse.Namespace) -> Any:
         return FaceAligner.from_pretrained(
             args.weights,
             args.device,
-            model=args.model,
+            model=model,
             detector=detector,
             batch_size=args.batch_size,
             flip_test=args.flip_test,
@@ -326,15 +333,19 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"awing predict: {err.args[0]}", file=sys.stderr)
                 failures += 1
         items = kept
-    aligner = _load_aligner(args)  # before giving up on the inputs: a usage error outranks failed inputs
-    failures += run_videos(aligner, videos, args) if videos else 0
+    # Loaded before giving up on the inputs: a usage error outranks failed inputs.
+    video_model = args.model or (VIDEO_MODEL if args.weights is None else None)
+    wanted = ([video_model] if videos else []) + ([args.model] if items or not videos else [])
+    aligners = {model: _load_aligner(args, model) for model in dict.fromkeys(wanted)}
+    if videos:
+        failures += run_videos(aligners[video_model], videos, args)
     if not items:
         return 1 if failures or not videos else 0
     try:
         writer = _Writer(args.format, args.out, args.save_vis, sys.stdout)
     except OSError as err:
         raise UsageError(f"cannot open the output in {args.out}: {err}") from None
-    results = aligner.predict_files(
+    results = aligners[args.model].predict_files(
         [item.path for item in items],
         boxes,
         keep_images=args.save_vis is not None,
@@ -367,8 +378,8 @@ def add_landmark_model_options(p: argparse.ArgumentParser) -> None:
         "--model",
         choices=("accurate", "fast"),  # awing.aligner.LANDMARK_MODELS, not imported here (start-up time)
         default=None,
-        help="bundled landmark model: accurate (the default; 2.61 %% NME on AFLW2000-3D) or fast (2.79 %%, about 2x "
-        "faster per face; README, Results); not with --weights",
+        help="bundled landmark model: accurate (2.61 %% NME on AFLW2000-3D; the default for images) or fast (2.79 %%, "
+        "about 2x faster per face; awing predict's default for videos; README, Results); not with --weights",
     )
 
 

@@ -208,6 +208,27 @@ class TestPredictVideo:
         lines = (tmp_path / "out" / "cut.jsonl").read_text().splitlines()
         assert 5 <= len(lines) < 20 and json.loads(lines[-1])["frame"] == len(lines) - 1
 
+    @pytest.mark.parametrize(
+        ("options", "models"),
+        [([], ["fast", None]), (["--model", "accurate"], ["accurate"]), (["--model", "fast"], ["fast"])],
+    )
+    def test_videos_default_to_the_fast_model(self, tmp_path, capsys, clip, monkeypatch, options, models):
+        """Without --model a video gets the fast bundled model and an image the default one; --model sets both."""
+        loaded = []
+        real = FaceAligner.from_pretrained
+
+        def spy(*args, **kwargs):
+            loaded.append(kwargs["model"])
+            return real(_tiny_weights(tmp_path / "w.safetensors"), "cpu", detector=None)
+
+        monkeypatch.setattr(FaceAligner, "from_pretrained", spy)
+        image = tmp_path / "still.jpg"
+        cv2.imwrite(str(image), clip[1][0])
+        code = main(["predict", str(clip[0]), str(image), "--max-frames", "1", "--out", str(tmp_path), *options])
+        assert code == 0, capsys.readouterr().err
+        assert loaded == models
+        assert (tmp_path / "clip.jsonl").is_file() and (tmp_path / "still.json").is_file()
+
     def test_boxes_with_a_video_is_a_usage_error(self, tmp_path, capsys, clip):
         (tmp_path / "b.json").write_text("{}")
         assert main(["predict", str(clip[0]), "--boxes", str(tmp_path / "b.json")]) == 2
