@@ -102,10 +102,10 @@ def resolve_threads(threads: int | None) -> int:
 def torch_threads(threads: int | None) -> Iterator[None]:
     """Run the block with ``torch.set_num_threads(threads)`` (``None``: unchanged), then restore the count.
 
-    With the onnxruntime backend, the torch work around the network (image batch to float, heatmap decoding,
-    detector decoding and NMS) runs on one thread: these small operations gain nothing from a second OpenMP
-    thread, and beside another CPU-bound process each of their parallel regions waits for a time slice (DARK
-    decoding of 68 points: 0.8 ms on one thread, a median of 138 ms on two on the loaded 2-core machine).
+    With the onnxruntime backend, the torch work around the network (image batch to float, detector decoding and
+    NMS) runs on one thread: these small operations gain nothing from a second OpenMP thread, and beside another
+    CPU-bound process each of their parallel regions waits for a time slice (the former torch DARK decoding of 68
+    points: 0.8 ms on one thread, a median of 138 ms on two on the loaded 2-core machine).
     """
     previous = torch.get_num_threads()
     if threads is not None:

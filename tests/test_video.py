@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 
 import cv2
 import numpy as np
@@ -62,6 +63,21 @@ class TestFrameSources:
             for frame in open_frames(cut):
                 seen.append(frame.index)
         assert 5 <= len(seen) < 20 and seen == list(range(len(seen)))
+
+    def test_read_ahead_keeps_order_and_stops_with_the_source(self, clip):
+        """Frames come in order through the read-ahead thread; leaving the loop early and closing the source ends
+        the thread (it would otherwise hold the capture)."""
+        path, frames, _ = clip
+        with open_frames(path) as source:
+            for frame in source:
+                assert np.abs(frame.image.astype(int) - frames[frame.index]).mean() < 3
+                if frame.index == 2:
+                    break
+        assert frame.index == 2
+        assert not [t for t in threading.enumerate() if t.name == "awing-frames"]
+        with open_frames(path, max_frames=2) as source:
+            assert [frame.index for frame in source] == [0, 1]
+        assert not [t for t in threading.enumerate() if t.name == "awing-frames"]
 
     def test_corrupt_missing_and_webcam_sources_are_named(self, tmp_path):
         bad = tmp_path / "bad.mp4"
