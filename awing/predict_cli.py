@@ -59,8 +59,8 @@ FORMATS = ("json", "jsonl", "pts")
 VIDEO_MODEL = "fast"
 """The bundled landmark model of video inputs when neither ``--model`` nor ``--weights`` is given: tracking runs the
 landmark network on every frame and the detector on one in ``--detect-every``, so the landmark stage sets the frame
-rate (640 x 480, one face, 2 threads: 82 frames/s against 48 with the default model; ``scripts/bench_video.py``),
-at 0.18 points of AFLW2000-3D box NME (2.79 % against 2.61 %)."""
+rate (640 x 480, one face, 2 threads: 65-66 frames/s against 32 with the default model in one session; README,
+Video), at 0.18 points of AFLW2000-3D box NME (2.79 % against 2.61 %)."""
 JSONL_NAME = "predictions.jsonl"
 _GLOB_CHARS = frozenset("*?[")
 
