@@ -214,7 +214,7 @@ class HeatmapCodec:
 
         The work is done in numpy on the CPU (a torch tensor is copied there, and the results go back to its
         device): after the argmax only a few pixels per point remain, and NumPy's small-array calls cost a few
-        microseconds where torch's cost tens (68 points: 0.15 against 0.75 ms on one CPU thread).
+        microseconds where torch's cost tens (68 points at 32 x 32: 0.38 against 0.76 ms on one CPU thread).
 
         Args:
             heatmaps: (B, K, H, W) or (K, H, W), torch tensor or numpy array, H x W equal to ``heatmap_size``.

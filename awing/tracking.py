@@ -123,9 +123,10 @@ class FaceTracker:
         cut_threshold: mean absolute thumbnail difference (grey levels, 0-255) that counts as a shot cut.
         match_iou: the least IoU of landmark boxes for a detection to continue a track.
         confirm_frames: frames a new track must give a face (its detection's frame included) before its loss calls
-            the detector (module docstring). 5: the bundled detector's false box on the ``scripts/bench_video.py``
-            clip lived up to 4 frames (detector calls per 100 frames: 13 with 0, 11-12 with 3, 10 with 5); a real
-            face lost while tentative is looked for again at the next periodic detection.
+            the detector (module docstring). 5: the former bundled detector's false box on the
+            ``scripts/bench_video.py`` clip lived up to 4 frames (detector calls per 100 uncompressed frames of it,
+            before a re-found track became tentative again: 13 with 0, 11-12 with 3, 10 with 5); a real face lost
+            while tentative is looked for again at the next periodic detection.
 
     >>> from awing.models import StackedHourglass
     >>> model = StackedHourglass(num_stacks=1, num_landmarks=68, features=16, depth=1, input_size=32)
