@@ -5,8 +5,12 @@ Sources (never a validation or test image): the face-mask **train** split (CRC-3
 (their face box: ``build_detection_mosaics.aflw_face_box``) and the generated training negatives
 (``awing.detection.negatives``, seed ``TRAIN_SEED``; the test set uses another seed). Per face-mask train image:
 the original, a zoom-out to 25-60 % on a negative texture, and a degraded copy (blur, JPEG, grey or colour, drawn in
-turn); then 2 x 2 face-mask mosaics (one per two images), AFLW mosaics (2 x 2 and 3 x 3 crops) and negatives, a
-third of them degraded. Everything is drawn from ``--seed``, so the folder is reproducible.
+turn); then 2 x 2 face-mask mosaics (one per two images), AFLW mosaics (2 x 2 and 3 x 3 crops), dense AFLW mosaics
+(``--dense-aflw-mosaics``: 640 x 480 grids of 4 x 5 to 10 x 13 crops, so unmasked faces of every pose at 35 to 90 px,
+the size of faces in group photos) and negatives, a third of them degraded: ``--negatives`` in kind order, then
+``--hard-negatives`` mined from a pool of ``--negative-pool`` more training-seed negatives: those on which
+``--mining-detector`` (the bundled detector by default) scores highest (hard-negative mining, never on the test
+seed). Everything is drawn from ``--seed``, so the folder is reproducible.
 
 Labels (``awing.detection.distill.fuse_targets``): human boxes are faces; a teacher box not on a human face is a face
 when ULFD-640 scores it >= 0.9 or YuNet >= 0.9, an ignore region (VOC ``difficult``) from 0.5 / 0.6; on negatives
@@ -35,15 +39,20 @@ import numpy as np
 from build_detection_mosaics import aflw_face_box, voc_xml
 from tqdm import tqdm
 
+from awing.aligner import BUNDLED_DETECTOR
 from awing.data import AFLWDataset
 from awing.data.io import read_image
-from awing.detection import build_detection_dataset
+from awing.detection import FaceDetector, build_detection_dataset
 from awing.detection.distill import DEGRADATIONS, degrade, fuse_targets, mosaic, zoom_out
 from awing.detection.negatives import TRAIN_SEED, negative_image
 from awing.detection.teachers import build_teacher
 
 TEACHERS = {"ulfd640": (0.9, 0.5), "yunet": (0.9, 0.6)}
 """Teacher -> (confident, uncertain) score thresholds."""
+DENSE_GRIDS = ((4, 5), (6, 8), (8, 10), (10, 13))
+"""(rows, cols) of the dense AFLW mosaics, in turn: 120 px crops fitted into 128 x 96 down to 49 x 48 px tiles."""
+POOL_OFFSET = 20_000
+"""First training-seed index of the hard-negative pool: after the plain negatives, before the backgrounds (100,000)."""
 
 
 def face_mask_images(
@@ -79,6 +88,29 @@ def aflw_images(root: Path, count: int, rng: np.random.Generator, negatives: Ite
     return out
 
 
+def dense_aflw_images(root: Path, count: int, rng: np.random.Generator, negatives: Iterator[np.ndarray]) -> list:
+    """(name, image, boxes) of ``count`` 640 x 480 mosaics of AFLW training crops, grids of :data:`DENSE_GRIDS`."""
+    faces = AFLWDataset(root, "train")
+    out = []
+    for m in range(count):
+        rows, cols = DENSE_GRIDS[m % len(DENSE_GRIDS)]
+        crops = [faces[int(i)] for i in rng.choice(len(faces), rows * cols, replace=False)]
+        boxes = [np.clip(aflw_face_box(c.landmarks_img, c.visible), 0, 119)[None] for c in crops]
+        image, fused = mosaic([c.image for c in crops], boxes, (640, 480), (rows, cols), next(negatives))
+        out.append((f"aflw_dense_{m:04d}", image, fused))
+    return out
+
+
+def hard_negatives(count: int, pool: int, detector_path: Path, threads: int) -> list[int]:
+    """Indices (training seed) of the ``count`` negatives of ``pool`` on which the detector's best score is highest."""
+    detector = FaceDetector.from_weights(detector_path, score_threshold=0.01, threads=threads)
+    best = []
+    for i in tqdm(range(POOL_OFFSET, POOL_OFFSET + pool), desc="mining negatives", file=sys.stderr, disable=None):
+        scores = detector.detect(negative_image(TRAIN_SEED, i))["scores"]
+        best.append(float(scores.max()) if len(scores) else 0.0)
+    return [POOL_OFFSET + int(i) for i in np.argsort(best)[::-1][:count]]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--face-mask", type=Path, default=Path("../shared/data/face-mask-detection"))
@@ -87,7 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output VOC folder")
     parser.add_argument("--max-face-mask", type=int, default=0, help="first N face-mask train images (0 = all)")
     parser.add_argument("--aflw-mosaics", type=int, default=600)
+    parser.add_argument("--dense-aflw-mosaics", type=int, default=0)
     parser.add_argument("--negatives", type=int, default=400, help="generated no-face training images")
+    parser.add_argument("--hard-negatives", type=int, default=0, help="mined no-face images (see the docstring)")
+    parser.add_argument("--negative-pool", type=int, default=4000)
+    parser.add_argument("--mining-detector", type=Path, default=BUNDLED_DETECTOR)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -96,9 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     backgrounds = (negative_image(TRAIN_SEED, 100_000 + i) for i in range(10**9))
     items = face_mask_images(args.face_mask, args.max_face_mask, rng, backgrounds)
     items += aflw_images(args.aflw, args.aflw_mosaics, rng, backgrounds)
-    for i in range(args.negatives):
+    items += dense_aflw_images(args.aflw, args.dense_aflw_mosaics, rng, backgrounds)
+    mined = (
+        hard_negatives(args.hard_negatives, args.negative_pool, args.mining_detector, args.threads)
+        if args.hard_negatives
+        else []
+    )
+    for i in [*range(args.negatives), *mined]:
         image = negative_image(TRAIN_SEED, i)
-        items.append((f"neg_{i:04d}", degrade(image, DEGRADATIONS[i % 4], rng) if i % 3 == 0 else image, None))
+        items.append((f"neg_{i:05d}", degrade(image, DEGRADATIONS[i % 4], rng) if i % 3 == 0 else image, None))
     teachers = {name: build_teacher(name, args.models, min(TEACHERS[name]), args.threads) for name in TEACHERS}
     for sub in ("images", "annotations"):
         (args.out / sub).mkdir(parents=True, exist_ok=True)
