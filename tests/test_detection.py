@@ -31,7 +31,6 @@ from awing.detection import (
     save_detector,
 )
 from awing.detection.config import DetectionLossConfig, NoisyAnchorConfig
-from awing.detection.network import SpaceToDepthDetector, space_to_depth
 from awing.losses.alwa import ALWA
 from awing.losses.focal import sigmoid_focal_loss
 
@@ -264,28 +263,6 @@ class TestNetwork:
     def test_input_errors(self):
         with pytest.raises(ValueError, match="B x 3 x H x W"):
             FaceDetectorNet()(torch.zeros(1, 1, 32, 32))
-
-    def test_space_to_depth_layout(self):
-        images = np.random.default_rng(0).integers(0, 256, (2, 6, 8, 3), dtype=np.uint8)
-        blocks = space_to_depth(images)
-        assert blocks.shape == (2, 12, 3, 4) and blocks.dtype == np.float32
-        for py, px, c, i, j in [(0, 0, 0, 0, 0), (1, 0, 2, 2, 3), (0, 1, 1, 1, 2), (1, 1, 0, 2, 0)]:
-            assert blocks[1, (2 * py + px) * 3 + c, i, j] == images[1, 2 * i + py, 2 * j + px, c]
-        with pytest.raises(ValueError, match="even height and width"):
-            space_to_depth(np.zeros((1, 5, 8, 3), np.uint8))
-
-    def test_space_to_depth_network_computes_the_same_function(self):
-        """The 2x2 stem over 12 channels equals the 3x3 stride-2 stem, borders (top/left padding) included."""
-        torch.manual_seed(0)
-        net = fuse_batchnorm(FaceDetectorNet(DetectorModelConfig(fpn_channels=16)).eval())
-        images = np.random.default_rng(1).integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)
-        with torch.no_grad():
-            logits, boxes, points = net(torch.from_numpy(images).permute(0, 3, 1, 2).float())
-            out = SpaceToDepthDetector(net)(torch.from_numpy(space_to_depth(images)))
-        # float32 sums of inputs up to 255 in another order: agreement to ~1e-5 relative
-        torch.testing.assert_close(out, torch.cat([logits[..., None], boxes, points], dim=-1), atol=1e-3, rtol=1e-4)
-        with pytest.raises(ValueError, match="BatchNorm fused"):
-            SpaceToDepthDetector(FaceDetectorNet().eval())
 
 
 class OneFace(FaceDetectorNet):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -29,7 +28,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from awing.detection.config import DetectorModelConfig
 
-__all__ = ["ConvBN", "FaceDetectorNet", "SpaceToDepthDetector", "fuse_batchnorm", "space_to_depth"]
+__all__ = ["ConvBN", "FaceDetectorNet", "fuse_batchnorm"]
 
 MOBILENET_CHANNELS = (32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)
 """MobileNetV1 output channels at width 1: the stem, then the 13 depthwise-separable blocks."""
@@ -149,13 +148,7 @@ class FaceDetectorNet(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected a B x 3 x H x W image batch, got shape {tuple(x.shape)}")
-        out = self.after_stem(self.stage3[0](x))
-        return out[..., 0], out[..., 1:5], out[..., 5:]
-
-    def after_stem(self, stem: Tensor) -> Tensor:
-        """Everything after the stem convolution: its output ``B x C0 x H/2 x W/2`` -> ``B x N x 15`` (per anchor:
-        face logit, 4 box deltas, 10 landmark deltas)."""
-        c3 = self.stage3[1:](stem)
+        c3 = self.stage3(x)
         c4 = self.stage4(c3)
         c5 = self.stage5(c4)
         p5 = self.lateral[2](c5)
@@ -165,62 +158,8 @@ class FaceDetectorNet(nn.Module):
         for feature, context, head in zip((p3, p4, p5), self.context, self.heads, strict=True):
             out = head(context(feature))  # B x A*15 x h x w
             outputs.append(out.permute(0, 2, 3, 1).reshape(out.shape[0], -1, OUTPUTS_PER_ANCHOR))
-        return torch.cat(outputs, dim=1)
-
-
-def space_to_depth(images: np.ndarray) -> np.ndarray:
-    """``B x H x W x 3`` images (even ``H``, ``W``) -> ``B x 12 x H/2 x W/2`` float32, the input of
-    :class:`SpaceToDepthDetector`: channel ``(2 py + px) * 3 + c`` holds colour ``c`` of the pixels at row phase ``py``
-    and column phase ``px``, i.e. ``out[b, (2 py + px) 3 + c, i, j] = images[b, 2 i + py, 2 j + px, c]``.
-
-    >>> space_to_depth(np.arange(12).reshape(1, 2, 2, 3))[0, :, 0, 0].tolist()
-    [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0]
-    """
-    b, h, w, c = images.shape
-    if h % 2 or w % 2:
-        raise ValueError(f"space_to_depth needs an even height and width, got {h} x {w}")
-    blocks = images.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 2, 4, 5, 1, 3)
-    return np.ascontiguousarray(blocks, dtype=np.float32).reshape(b, 4 * c, h // 2, w // 2)
-
-
-class SpaceToDepthDetector(nn.Module):
-    """The same function as a BatchNorm-fused :class:`FaceDetectorNet`, taking :func:`space_to_depth` input: the
-    stem's 3x3 stride-2 convolution becomes an exactly equivalent 2x2 stride-1 convolution over 12 channels.
-
-    Why: the stem's 3-channel, stride-2 convolution at full resolution was the slowest single layer in onnxruntime
-    (1.6 of 16.8 ms at 640 x 480); on 12 channels at half resolution the backbone ran 1.4 ms faster in the same run
-    (9.7 -> 8.3 ms). Exactness: output ``(i, j)`` of the 3x3 kernel reads input rows ``2i - 1, 2i, 2i + 1``, i.e.
-    row phase 1 of block row ``i - 1`` and phases 0 and 1 of block row ``i`` (the same for columns), so a 2x2 kernel
-    over block rows ``i - 1, i`` with zero padding of one block at the top and left carries the 3x3 weights, the
-    ones it never reads set to 0.
-
-    Shape: ``B x 12 x H/2 x W/2`` -> ``B x N x 15`` (:meth:`FaceDetectorNet.after_stem`).
-    """
-
-    def __init__(self, fused: FaceDetectorNet) -> None:
-        super().__init__()
-        stem: ConvBN = fused.stage3[0]
-        conv = stem.conv
-        if not isinstance(stem.bn, nn.Identity) or conv.bias is None:
-            raise ValueError("SpaceToDepthDetector needs a network with its BatchNorm fused (fuse_batchnorm)")
-        if conv.kernel_size != (3, 3) or conv.stride != (2, 2) or conv.padding != (1, 1):
-            raise ValueError(f"expected a 3x3 stride-2 stem with padding 1, got {conv}")
-        out_channels = conv.out_channels
-        weight = torch.zeros(out_channels, 4, 3, 2, 2)  # (out, phase 2 py + px, colour, block row, block col)
-        for ky in range(3):
-            block_y, py = (0, 1) if ky == 0 else (1, ky - 1)
-            for kx in range(3):
-                block_x, px = (0, 1) if kx == 0 else (1, kx - 1)
-                weight[:, 2 * py + px, :, block_y, block_x] = conv.weight.detach()[:, :, ky, kx]
-        self.stem = nn.Conv2d(12, out_channels, 2)
-        with torch.no_grad():
-            self.stem.weight.copy_(weight.reshape(out_channels, 12, 2, 2))
-            self.stem.bias.copy_(conv.bias.detach())
-        self.act = stem.act
-        self.net = fused
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net.after_stem(self.act(self.stem(F.pad(x, (1, 0, 1, 0)))))
+        out = torch.cat(outputs, dim=1)
+        return out[..., 0], out[..., 1:5], out[..., 5:]
 
 
 def fuse_batchnorm(model: nn.Module) -> nn.Module:
