@@ -74,6 +74,14 @@ def face_mask_images(
     return out
 
 
+def crop_mosaic(
+    crops: list, size: tuple[int, int], grid: tuple[int, int], background: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """AFLW 120 px training crops tiled on ``background`` (``distill.mosaic``) -> (image, their face boxes)."""
+    boxes = [np.clip(aflw_face_box(c.landmarks_img, c.visible), 0, 119)[None] for c in crops]
+    return mosaic([c.image for c in crops], boxes, size, grid, background)
+
+
 def aflw_images(root: Path, count: int, rng: np.random.Generator, negatives: Iterator[np.ndarray]) -> list:
     """(name, image, boxes) of ``count`` AFLW training-crop mosaics (2 x 2 or 3 x 3, 120 px tiles)."""
     faces = AFLWDataset(root, "train")
@@ -82,9 +90,7 @@ def aflw_images(root: Path, count: int, rng: np.random.Generator, negatives: Ite
     for m in range(count):
         n = 2 if m % 2 == 0 else 3
         crops = [faces[int(next(order))] for _ in range(n * n)]
-        boxes = [np.clip(aflw_face_box(c.landmarks_img, c.visible), 0, 119)[None] for c in crops]
-        image, fused = mosaic([c.image for c in crops], boxes, (120 * n, 120 * n), (n, n), next(negatives))
-        out.append((f"aflw_mosaic_{m:04d}", image, fused))
+        out.append((f"aflw_mosaic_{m:04d}", *crop_mosaic(crops, (120 * n, 120 * n), (n, n), next(negatives))))
     return out
 
 
@@ -95,14 +101,15 @@ def dense_aflw_images(root: Path, count: int, rng: np.random.Generator, negative
     for m in range(count):
         rows, cols = DENSE_GRIDS[m % len(DENSE_GRIDS)]
         crops = [faces[int(i)] for i in rng.choice(len(faces), rows * cols, replace=False)]
-        boxes = [np.clip(aflw_face_box(c.landmarks_img, c.visible), 0, 119)[None] for c in crops]
-        image, fused = mosaic([c.image for c in crops], boxes, (640, 480), (rows, cols), next(negatives))
-        out.append((f"aflw_dense_{m:04d}", image, fused))
+        out.append((f"aflw_dense_{m:04d}", *crop_mosaic(crops, (640, 480), (rows, cols), next(negatives))))
     return out
 
 
 def hard_negatives(count: int, pool: int, detector_path: Path, threads: int) -> list[int]:
-    """Indices (training seed) of the ``count`` negatives of ``pool`` on which the detector's best score is highest."""
+    """Indices (training seed) of the ``count`` negatives of ``pool`` on which the detector's best score is highest
+    (none, and no detector run, for ``count`` 0)."""
+    if count == 0:
+        return []
     detector = FaceDetector.from_weights(detector_path, score_threshold=0.01, threads=threads)
     best = []
     for i in tqdm(range(POOL_OFFSET, POOL_OFFSET + pool), desc="mining negatives", file=sys.stderr, disable=None):
@@ -133,11 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     items = face_mask_images(args.face_mask, args.max_face_mask, rng, backgrounds)
     items += aflw_images(args.aflw, args.aflw_mosaics, rng, backgrounds)
     items += dense_aflw_images(args.aflw, args.dense_aflw_mosaics, rng, backgrounds)
-    mined = (
-        hard_negatives(args.hard_negatives, args.negative_pool, args.mining_detector, args.threads)
-        if args.hard_negatives
-        else []
-    )
+    mined = hard_negatives(args.hard_negatives, args.negative_pool, args.mining_detector, args.threads)
     for i in [*range(args.negatives), *mined]:
         image = negative_image(TRAIN_SEED, i)
         items.append((f"neg_{i:05d}", degrade(image, DEGRADATIONS[i % 4], rng) if i % 3 == 0 else image, None))
