@@ -44,6 +44,7 @@ class DetectorModelConfig:
     )
     variances: tuple[float, float] = _field((0.1, 0.2), "box-coding variances (centre, log-size)")
     prior_prob: float = _field(0.01, "face probability the classifier starts at (focal-loss prior, methods.md §7)")
+    verifier: bool = _field(False, "a second-stage network re-scores and refines each box (awing.detection.verifier)")
 
     def __post_init__(self) -> None:
         _require(self.width_mult > 0, "width_mult", "> 0", self.width_mult)
@@ -76,6 +77,7 @@ class DetectorModelConfig:
             "anchor_sizes": [list(map(float, s)) for s in self.anchor_sizes],
             "variances": list(self.variances),
             "prior_prob": self.prior_prob,
+            "verifier": self.verifier,
         }
 
 
@@ -236,7 +238,10 @@ class InferenceConfig:
     """Inference and evaluation settings of :class:`~awing.detection.detector.FaceDetector`."""
 
     input_max_side: int = _field(640, "the image is resized so that its longer side equals this")
-    score_threshold: float = _field(0.5, "minimum face probability")
+    score_threshold: float = _field(0.5, "minimum face probability (of the verifier, for a detector that has one)")
+    proposal_threshold: float = _field(
+        0.1, "first-stage face probability from which a box goes to the verifier (detectors with a verifier only)"
+    )
     nms_iou: float = _field(0.4, "IoU above which a lower-scoring box is suppressed")
     nms_containment: float = _field(
         0.8,
@@ -254,6 +259,7 @@ class InferenceConfig:
             self.input_max_side,
         )
         _require(0 <= self.score_threshold <= 1, "score_threshold", "in [0, 1]", self.score_threshold)
+        _require(0 <= self.proposal_threshold <= 1, "proposal_threshold", "in [0, 1]", self.proposal_threshold)
         _require(0 < self.nms_iou <= 1, "nms_iou", "in (0, 1]", self.nms_iou)
         _require(0 < self.nms_containment <= 1, "nms_containment", "in (0, 1]", self.nms_containment)
         _require(self.pre_nms_top_k >= 1, "pre_nms_top_k", ">= 1", self.pre_nms_top_k)

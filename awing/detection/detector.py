@@ -4,9 +4,12 @@ Pipeline per image (batched): resize so that the longer side equals ``input_max_
 pixel centres map to pixel centres: ``x_in = (x + 0.5) k - 0.5`` with ``k = new_width / width``, the same for
 ``y``), pad bottom and right to a multiple of 32 with black (0, what the convolutions' own zero padding sees), run
 the network once on the batch, then per image: sigmoid scores, score threshold, the ``pre_nms_top_k`` best, decode
-boxes and points, NMS (all images in one call), the ``max_detections`` best, the inverse resize, and the image-content
-check of :mod:`awing.detection.content` (a box on a flat, smoothly shaded or two-tone area is dropped: no face in
-a blank image, a gradient or a page of text, whatever the weights). Boxes are not clipped to the image. Images of
+boxes and points, NMS (all images in one call), the ``max_detections`` best, the inverse resize; for a network with a
+verifier (``config.verifier``), the second stage of :mod:`awing.detection.verifier` on the boxes above
+``proposal_threshold``: a crop around each box re-scored (its probability is the box's score and must reach
+``score_threshold``) and its edges refined, then NMS again; last, the image-content check of
+:mod:`awing.detection.content` (a box on a flat, smoothly shaded or two-tone area is dropped: no face in a blank
+image, a gradient or a page of text, whatever the weights). Boxes are not clipped to the image. Images of
 different input sizes go through the network separately (:meth:`FaceDetector.detect_batch`), so a result does not
 depend on the rest of the batch.
 
@@ -33,8 +36,9 @@ from torch import Tensor
 from awing.detection.anchors import decode_boxes, decode_landmarks, generate_anchors
 from awing.detection.config import DetectorModelConfig, InferenceConfig
 from awing.detection.content import has_face_content
-from awing.detection.network import FaceDetectorNet, fuse_batchnorm
-from awing.detection.nms import batched_nms
+from awing.detection.network import VERIFIER_SIDE, FaceDetectorNet, fuse_batchnorm
+from awing.detection.nms import batched_nms, nms
+from awing.detection.verifier import crop_squares, crops_to_tensor, refine_boxes
 from awing.inference import resolve_device
 from awing.models.weights import check_fits, load_state_dict_strict, read_metadata, read_safetensors
 from awing.runtime import OnnxRunner, resolve_backend, torch_threads
@@ -77,7 +81,8 @@ class FaceDetector:
         model: a :class:`~awing.detection.network.FaceDetectorNet` (copied, put in eval mode, BatchNorm fused,
             moved to ``device``; the caller's model is untouched).
         input_max_side: the longer image side is resized to this.
-        score_threshold: minimum face probability.
+        score_threshold: minimum face probability (the second stage's, for a network with a verifier).
+        proposal_threshold: first-stage probability from which a box goes to the verifier (networks with one).
         nms_iou: IoU above which a lower-scoring box is suppressed.
         nms_containment: share of the smaller box inside a higher-scoring one above which it is suppressed too
             (nested boxes on one face; :func:`~awing.detection.nms.nms`).
@@ -107,12 +112,14 @@ class FaceDetector:
         nms_containment: float = 0.8,
         backend: str = "auto",
         threads: int | None = None,
+        proposal_threshold: float = 0.1,
     ) -> None:
         if not isinstance(model, FaceDetectorNet):
             raise TypeError(f"model must be a FaceDetectorNet, got {type(model).__name__}")
         self.settings = InferenceConfig(
             input_max_side=input_max_side,
             score_threshold=score_threshold,
+            proposal_threshold=proposal_threshold,
             nms_iou=nms_iou,
             pre_nms_top_k=pre_nms_top_k,
             max_detections=max_detections,
@@ -129,6 +136,11 @@ class FaceDetector:
             axes |= {name: {0: "batch", 1: "anchors"} for name in ("logits", "boxes", "landmarks")}
             example = torch.zeros(1, 3, 2 * SIZE_DIVISOR, 3 * SIZE_DIVISOR)
             self._runner = OnnxRunner(network, example, ["logits", "boxes", "landmarks"], axes, threads)
+        self._verifier_runner = None
+        if self.backend == "onnxruntime" and network.verifier is not None:
+            axes = {name: {0: "crops"} for name in ("input", "logits", "offsets")}
+            example = torch.zeros(1, 3, VERIFIER_SIDE, VERIFIER_SIDE)
+            self._verifier_runner = OnnxRunner(network.verifier, example, ["logits", "offsets"], axes, threads)
         self._anchors: dict[tuple[int, int], Tensor] = {}
 
     @classmethod
@@ -210,9 +222,32 @@ class FaceDetector:
                     logits, box_deltas, landmark_deltas = map(torch.from_numpy, self._runner(batch.numpy()))
                 found = self._postprocess(logits, box_deltas, landmark_deltas, batch.shape[-2:], scales)
             for i, result in zip(members, found, strict=True):
+                if self.model.verifier is not None:
+                    result = self._verify(images[i], result)
                 plausible = np.array([has_face_content(images[i], box) for box in result["boxes"]], dtype=bool)
                 results[i] = {key: value[plausible] for key, value in result.items()}
         return results
+
+    def _verify(self, image: np.ndarray, found: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The second stage on one image's first-stage boxes: the verifier's probability replaces the score, boxes
+        under ``score_threshold`` go, the others' edges move by the predicted offsets, then NMS again (refined
+        boxes of one face overlap more than before)."""
+        if not len(found["boxes"]):
+            return found
+        crops, squares = crop_squares(image, found["boxes"])
+        with torch.inference_mode():
+            if self._verifier_runner is None:
+                outputs = self.model.verifier(crops_to_tensor(crops).to(self.device))
+                logits, offsets = (t.cpu().numpy() for t in outputs)
+            else:
+                logits, offsets = self._verifier_runner(crops_to_tensor(crops).numpy())
+        scores = (1 / (1 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+        kept = np.flatnonzero(scores >= self.settings.score_threshold)
+        boxes = refine_boxes(squares[kept], offsets[kept])
+        order = nms(torch.from_numpy(boxes), torch.from_numpy(scores[kept]), self.settings.nms_iou,
+                    self.settings.nms_containment).numpy()  # fmt: skip
+        kept = kept[order]
+        return {"boxes": boxes[order], "scores": scores[kept], "landmarks": found["landmarks"][kept]}
 
     def _postprocess(
         self, logits: Tensor, box_deltas: Tensor, landmark_deltas: Tensor, size: torch.Size, scales: np.ndarray
@@ -220,10 +255,11 @@ class FaceDetector:
         settings = self.settings
         anchors = self._anchors_for(int(size[0]), int(size[1]))
         scores = torch.sigmoid(logits)
+        threshold = settings.score_threshold if self.model.verifier is None else settings.proposal_threshold
         # the best min(pre_nms_top_k, most boxes above the threshold in one image) per image: usually a few
-        count = int((scores > settings.score_threshold).sum(dim=1).max()) if scores.numel() else 0
+        count = int((scores > threshold).sum(dim=1).max()) if scores.numel() else 0
         top = scores.topk(min(settings.pre_nms_top_k, count), dim=1)
-        image_idx, rank = torch.nonzero(top.values > settings.score_threshold, as_tuple=True)
+        image_idx, rank = torch.nonzero(top.values > threshold, as_tuple=True)
         anchor_idx = top.indices[image_idx, rank]
         kept_scores = top.values[image_idx, rank]
         variances = self.config.variances

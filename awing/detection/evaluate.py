@@ -372,6 +372,7 @@ def build_eval_detector(
         model,
         input_max_side=inference.input_max_side,
         score_threshold=min(AP_SCORE_THRESHOLD, inference.score_threshold),
+        proposal_threshold=inference.proposal_threshold,
         nms_iou=inference.nms_iou,
         device=device,
         pre_nms_top_k=inference.pre_nms_top_k,
