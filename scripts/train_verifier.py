@@ -5,10 +5,10 @@ Run from the repository root: ``PYTHONPATH=. python scripts/train_verifier.py --
 runs/verifier/detector.safetensors [--detector awing/assets/detector.safetensors]``.
 
 Loss per crop: the sigmoid focal loss (``awing.losses``, alpha 0.25, gamma 2) of the face logit on faces (1) and
-non-faces (0), normalised by the number of faces in the batch, plus the smooth L1 loss (beta 0.02) of the four
-edge offsets on faces and part faces (-1), averaged. Augmentation per crop: horizontal flip (the offsets mirrored),
-grey (20 %), brightness and contrast (x 0.7-1.3, +-25 levels). AdamW, cosine learning rate, ``--epochs`` passes;
-the epoch with the best face / non-face AP on the validation crops is kept. The output file is the first stage's
+non-faces (0), normalised by the number of faces in the batch, plus the smooth L1 loss (beta 0.02) of the four edge
+offsets on faces and part faces (-1), averaged. Augmentation per crop: horizontal flip (the offsets mirrored), grey (30
+%), a 3 x 3 box blur (20 %), brightness and contrast (x 0.7-1.3, +-25 levels). AdamW, cosine learning rate, ``--epochs``
+passes; the epoch with the best face / non-face AP on the validation crops is kept. The output file is the first stage's
 weights and settings with the verifier added and ``proposal_threshold`` set; its ``score_threshold`` (now on the
 verifier's probability) is to be chosen on validation (``scripts/choose_det_threshold.py``).
 """
@@ -36,14 +36,16 @@ SMOOTH_L1_BETA = 0.02
 
 
 def augment(crops: torch.Tensor, offsets: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
-    """``N x 3 x S x S`` float crops and ``(N, 4)`` offsets, flipped / greyed / re-lit at random."""
+    """``N x 3 x S x S`` float crops and ``(N, 4)`` offsets, flipped / greyed / blurred / re-lit at random."""
     n = len(crops)
     flip = torch.rand(n, generator=generator) < 0.5
     crops = torch.where(flip[:, None, None, None], crops.flip(-1), crops)
     mirrored = torch.stack([-offsets[:, 2], offsets[:, 1], -offsets[:, 0], offsets[:, 3]], dim=1)
     offsets = torch.where(flip[:, None], mirrored, offsets)
-    grey = torch.rand(n, generator=generator) < 0.2
+    grey = torch.rand(n, generator=generator) < 0.3
     crops = torch.where(grey[:, None, None, None], crops.mean(dim=1, keepdim=True).expand_as(crops), crops)
+    blur = torch.rand(n, generator=generator) < 0.2
+    crops = torch.where(blur[:, None, None, None], F.avg_pool2d(crops, 3, 1, 1, count_include_pad=False), crops)
     gain = 0.7 + 0.6 * torch.rand(n, 1, 1, 1, generator=generator)
     shift = 50 * torch.rand(n, 1, 1, 1, generator=generator) - 25
     return (crops * gain + shift).clamp(0, 255), offsets

@@ -24,13 +24,15 @@ def test_proposal_labels_follow_iou_and_ignore_regions():
             [0, 0, 20, 100],  # 0.2: non-face
             [305, 300, 340, 340],  # on an ignore region: dropped
             [500, 500, 540, 540],  # nowhere: non-face
+            [-50, -50, 150, 150],  # IoU 0.25, but twice the face around its centre: part
+            [-100, -100, 200, 200],  # three times the face: non-face
         ],
         np.float32,
     )
     labels, match = build.label_proposals(proposals, faces, ignore)
-    assert labels.tolist() == [1, 1, -1, 0, -2, 0]
-    assert match[:3].tolist() == [0, 0, 0]
-    assert build.label_proposals(proposals, faces[:0], ignore[:0])[0].tolist() == [0] * 6
+    assert labels.tolist() == [1, 1, -1, 0, -2, 0, -1, 0]
+    assert match[[0, 1, 2, 6]].tolist() == [0, 0, 0, 0]
+    assert build.label_proposals(proposals, faces[:0], ignore[:0])[0].tolist() == [0] * 8
 
 
 def test_jittered_boxes_stay_near_their_face():

@@ -12,7 +12,6 @@ from awing.detection.network import VerifierNet
 from awing.detection.verifier import crop_squares, encode_offsets, refine_boxes, square_regions
 from awing.runtime import onnxruntime_available
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
