@@ -46,7 +46,7 @@ def test_jittered_boxes_stay_near_their_face():
     np.testing.assert_allclose(ratio[:, 0], ratio[:, 1], rtol=1e-5)  # one scale for both sides
 
 
-def test_train_writes_a_two_stage_detector(tmp_path):
+def test_train_writes_a_two_stage_detector(tmp_path, one_thread):  # one_thread restores the count main() sets
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
     boxes = np.concatenate([rng.uniform(0, 100, (32, 2)), np.zeros((32, 2))], 1)
